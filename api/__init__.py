@@ -1,0 +1,1 @@
+"""The gateway's HTTP edge: OpenAI-compatible API, SSE streaming, reasoning split, ops endpoints."""

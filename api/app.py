@@ -1,0 +1,122 @@
+"""The gateway's FastAPI app: OpenAI routes, ops endpoints, error mapping, response headers."""
+
+from __future__ import annotations
+
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import handle_splitmind_error, handle_validation_error
+from api.openai_routes import router as openai_router
+from api.state import GatewayState
+from splitmind.config import GatewayConfig
+from splitmind.errors import SplitmindError
+from splitmind.protocol import Role
+
+logger = logging.getLogger(__name__)
+
+
+class ResponseHeaders:
+    """Every response names its request id and the workers that served it ("none" when a phase
+    did not run remotely, or the request never reached a worker). Pure ASGI, so streaming
+    responses pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or [])
+        rid = incoming.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["prefill_worker"] = "none"
+        state["decode_worker"] = "none"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-request-id", rid.encode("latin-1")),
+                    (b"x-splitmind-prefill", str(state["prefill_worker"]).encode()),
+                    (b"x-splitmind-decode", str(state["decode_worker"]).encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(config: GatewayConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = GatewayState.build(config)
+        app.state.gateway = state
+        state.registry.start()
+        try:
+            yield
+        finally:
+            await state.registry.close()
+
+    app = FastAPI(title="splitmind", lifespan=lifespan)
+    app.include_router(openai_router)
+    app.add_exception_handler(SplitmindError, handle_splitmind_error)
+    app.add_exception_handler(ValidationError, handle_validation_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        st: GatewayState = request.app.state.gateway
+        decode = st.registry.healthy(Role.DECODE)
+        prefill = st.registry.healthy(Role.PREFILL)
+        ok = bool(decode) and st.registry.max_model_len() is not None
+        body = {"status": "ok" if ok else "unavailable", "decode_workers": len(decode),
+                "prefill_workers": len(prefill)}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> PlainTextResponse:
+        st: GatewayState = request.app.state.gateway
+        return PlainTextResponse(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/workers")
+    async def workers(request: Request) -> list[dict[str, Any]]:
+        st: GatewayState = request.app.state.gateway
+        out = []
+        for w in st.registry.workers.values():
+            healthy = w.is_healthy(st.registry.heartbeat_timeout_s)
+            s = w.stats
+            out.append({
+                "id": w.worker_id, "role": w.role.name.lower(),
+                "pid": s.pid if s else (w.info.pid if w.info else None),
+                "address": w.address.rpc_address,
+                "state": "ready" if healthy else ("starting" if w.info is None else "unhealthy"),
+                "running_requests": s.num_running if s else 0,
+                "waiting_requests": s.num_waiting if s else 0,
+                "kv_usage": s.kv_usage if s else 0.0,
+                "open_streams": len(w.streams),
+            })
+        return out
+
+    app.add_middleware(ResponseHeaders)
+    return app
+
+
+def config_from_json(text: str) -> GatewayConfig:
+    import msgspec
+
+    return msgspec.json.decode(text, type=GatewayConfig)
+
+

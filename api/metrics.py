@@ -1,0 +1,92 @@
+"""Prometheus metrics: the gateway's own, plus node counters re-exported from heartbeats.
+
+Node metrics come from `NodeStats` (cumulative counters and one histogram), so a scrape of the
+gateway shows the whole deployment without scraping every node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from router.registry import WorkerRegistry
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: WorkerRegistry) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("splitmind_requests", "Requests routed, by route taken.", ["route"], registry=r)
+        self.route_decisions = Counter("splitmind_route_decisions", "Routing decisions, with the reason.",
+                                       ["route", "reason"], registry=r)
+        self.errors = Counter("splitmind_request_errors", "Requests that ended in an error, by HTTP status.",
+                              ["status"], registry=r)
+        self.aborts = Counter("splitmind_request_aborts", "Requests aborted before finishing, by reason.",
+                              ["reason"], registry=r)
+        self.prompt_tokens = Counter("splitmind_prompt_tokens", "Prompt tokens received.", registry=r)
+        self.generation_tokens = Counter("splitmind_generation_tokens", "Tokens generated.", registry=r)
+        self.reasoning_tokens = Counter("splitmind_reasoning_tokens", "Generated tokens inside think blocks.",
+                                        registry=r)
+
+        def hist(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, buckets=LATENCY_BUCKETS_S, registry=r)
+
+        self.ttft = hist("splitmind_ttft_seconds", "Request received -> first token sent.")
+        self.itl = hist("splitmind_itl_seconds", "Time between streamed token chunks, per token.")
+        self.e2e = hist("splitmind_e2e_seconds", "Request received -> last token sent.")
+        self.tokenize = hist("splitmind_tokenize_seconds", "Chat template and tokenization.")
+        self.prefill = hist("splitmind_prefill_seconds", "Prefill request sent -> first token back (remote prefill).")
+        self.decode_first = hist("splitmind_decode_first_token_seconds",
+                                 "Decode request sent -> first decode token (includes the KV pull).")
+        r.register(NodeCollector(registry))
+
+
+class NodeCollector(Collector):
+    def __init__(self, registry: WorkerRegistry) -> None:
+        self.workers = registry
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["worker", "role"]
+        healthy = GaugeMetricFamily("splitmind_worker_healthy", "1 if the worker is healthy.", labels=labels)
+        running = GaugeMetricFamily("splitmind_worker_running_requests", "Requests running.", labels=labels)
+        waiting = GaugeMetricFamily("splitmind_worker_waiting_requests", "Requests waiting.", labels=labels)
+        kv_usage = GaugeMetricFamily("splitmind_worker_kv_usage_ratio", "KV cache in use (0-1).", labels=labels)
+        remote_kv = CounterMetricFamily("splitmind_decode_remote_kv_tokens",
+                                        "Prompt tokens whose KV a decode node received instead of computing.",
+                                        labels=labels)
+        transfers = CounterMetricFamily("splitmind_kv_transfers", "KV transfers completed.", labels=labels)
+        transfer_bytes = CounterMetricFamily("splitmind_kv_transfer_bytes", "KV bytes transferred.", labels=labels)
+        drafts = CounterMetricFamily("splitmind_spec_draft_tokens", "Speculative draft tokens proposed.",
+                                     labels=labels)
+        accepted = CounterMetricFamily("splitmind_spec_accepted_tokens", "Speculative draft tokens accepted.",
+                                       labels=labels)
+        transfer_s = HistogramMetricFamily("splitmind_kv_transfer_seconds",
+                                           "Duration of one KV transfer (NIXL telemetry).", labels=labels)
+        for w in self.workers.workers.values():
+            lv = [w.worker_id, w.role.name.lower()]
+            healthy.add_metric(lv, 1.0 if w.is_healthy(self.workers.heartbeat_timeout_s) else 0.0)
+            s = w.stats
+            if s is None:
+                continue
+            running.add_metric(lv, s.num_running)
+            waiting.add_metric(lv, s.num_waiting)
+            kv_usage.add_metric(lv, s.kv_usage)
+            remote_kv.add_metric(lv, s.remote_kv_tokens_total)
+            transfers.add_metric(lv, s.kv_transfers_total)
+            transfer_bytes.add_metric(lv, s.kv_transfer_bytes_total)
+            drafts.add_metric(lv, s.spec_draft_tokens_total)
+            accepted.add_metric(lv, s.spec_accepted_tokens_total)
+            h = s.kv_transfer_seconds
+            if h is not None:
+                cumulative, buckets = 0, []
+                for bound, count in zip(h.bounds, h.counts, strict=True):
+                    cumulative += count
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                transfer_s.add_metric(lv, buckets, h.total)
+        yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, drafts, accepted,
+                    transfer_s)

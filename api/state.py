@@ -1,0 +1,36 @@
+"""What the gateway's handlers share: built once at startup, torn down at shutdown."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from api.metrics import GatewayMetrics
+from api.tokenization import ModelFrontend
+from router.pd import Orchestrator
+from router.registry import WorkerRegistry
+from splitmind.config import GatewayConfig, GatewayTuning
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    frontend: ModelFrontend
+    registry: WorkerRegistry
+    orchestrator: Orchestrator
+    metrics: GatewayMetrics
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def served_model_name(self) -> str:
+        return self.config.served_model_name
+
+    @property
+    def tuning(self) -> GatewayTuning:
+        return self.config.tuning
+
+    @classmethod
+    def build(cls, config: GatewayConfig) -> GatewayState:
+        registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s)
+        return cls(config=config, frontend=ModelFrontend(config.model), registry=registry,
+                   orchestrator=Orchestrator(registry, config.tuning), metrics=GatewayMetrics(registry))

@@ -1,0 +1,71 @@
+"""The model's tokenizer and chat template, owned by the gateway: prompts are tokenized once.
+
+Reasoning markers are found by token id: `<think>`/`</think>` must each be one token for the
+model to count as a reasoning model; otherwise everything it says is answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from splitmind.errors import InvalidRequestError
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+
+
+class ModelFrontend:
+    def __init__(self, model_dir: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.hf = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer: Tokenizer = self.hf.backend_tokenizer
+        self.think_start_id = self._single_token(THINK_START)
+        self.think_end_id = self._single_token(THINK_END)
+        self.stop_token_ids = self._stop_token_ids(Path(model_dir))
+
+    @property
+    def is_reasoning_model(self) -> bool:
+        return self.think_start_id is not None and self.think_end_id is not None
+
+    def _single_token(self, text: str) -> int | None:
+        token_id = self.tokenizer.token_to_id(text)
+        return int(token_id) if token_id is not None else None
+
+    def _stop_token_ids(self, model_dir: Path) -> list[int]:
+        ids: set[int] = set()
+        if self.hf.eos_token_id is not None:
+            ids.add(int(self.hf.eos_token_id))
+        gen = model_dir / "generation_config.json"
+        if gen.exists():
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+            ids.update([eos] if isinstance(eos, int) else (eos or []))
+        return sorted(ids)
+
+    def render_chat(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
+        if self.hf.chat_template is None:
+            raise InvalidRequestError("this model has no chat template; use /v1/completions", param="messages")
+        try:
+            text = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                               **template_kwargs)
+        except Exception as exc:  # jinja errors are the request's fault (roles, kwargs)
+            raise InvalidRequestError(f"chat template failed: {exc}", param="messages") from exc
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def prompt_opens_reasoning(self, prompt_ids: list[int]) -> bool:
+        """True when the prompt ends inside a think block (R1/Qwen3 templates add `<think>`)."""
+        if not self.is_reasoning_model:
+            return False
+        for token_id in reversed(prompt_ids):
+            if token_id == self.think_end_id:
+                return False
+            if token_id == self.think_start_id:
+                return True
+        return False

@@ -1,0 +1,1 @@
+"""Decode worker: pulls a prompt's KV from a prefill node (or prefills locally) and decodes."""

@@ -1,0 +1,1 @@
+"""How KV moves between nodes: connector configuration and transfer metrics."""

@@ -1,0 +1,70 @@
+"""`SeededNixlConnector`: vLLM's NixlConnector, with decode seeded by prefill's first token.
+
+splitmind streams the token prefill produced to the client and hands it to decode as the last
+prompt token (prompt + first token), so decode never recomputes it. vLLM's connector claims
+*every* prompt token of a `do_remote_prefill` request as remote, one more than prefill computed
+(`remote_num_tokens`). The extra slot is garbage on the prefill side; worse, when decode's own
+prefix cache already covers the real prompt, the only "remote" token left is that one, and the
+pull asks prefill for a block it never had (seen here: 30 s stalls and "unrecognized request"
+errors on the prefill worker until the lease ran out).
+
+The fix is the clamp vLLM already applies on its bidirectional path: claim at most
+`remote_num_tokens`; the seeded token is then an ordinary uncached prompt token that decode
+computes, and a full local hit becomes vLLM's "notify prefill to free" path.
+
+Importing this module (vLLM does, in every engine process, via `kv_connector_module_path`)
+also calms NIXL's progress thread; see `_calm_progress_thread`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vllm.distributed.kv_transfer.kv_connector.v1.nixl import NixlConnector
+
+
+PROGRESS_THREAD_DELAY_US = 200
+
+
+def _calm_progress_thread() -> None:
+    """Give NIXL's UCX progress thread a pause between polls (nixl's Python API hardcodes 0).
+
+    With no pause the thread busy-polls a whole core and, created after vLLM pins the worker,
+    shares the model's core: on a 2-core machine each engine ran at half speed, and gateway and
+    engine frontends starved (heartbeats lost for seconds, KV pulls delayed until the lease ran
+    out). Without the thread, pulls hang: an idle prefill engine never calls into its agent, so
+    nothing answers the decode's connection. A 200 µs pause keeps it responsive and idle.
+    """
+    import importlib
+
+    from vllm.distributed import nixl_utils
+
+    wrapper = getattr(nixl_utils, "NixlWrapper", None)
+    if wrapper is None:
+        return
+    api = importlib.import_module(wrapper.__module__)
+    bind = api.nixlBind
+    if getattr(bind.nixlAgent, "_splitmind_patched", False):
+        return
+    make_agent = bind.nixlAgent
+
+    def agent_with_delay(name: str, config: Any) -> Any:
+        config.pthrDelay = PROGRESS_THREAD_DELAY_US
+        return make_agent(name, config)
+
+    agent_with_delay._splitmind_patched = True  # type: ignore[attr-defined]
+    bind.nixlAgent = agent_with_delay
+
+
+_calm_progress_thread()
+
+
+class SeededNixlConnector(NixlConnector):  # type: ignore[misc]
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int | None, bool]:
+        params = request.kv_transfer_params
+        if params and params.get("do_remote_prefill") and params.get("remote_num_tokens"):
+            remote = int(params["remote_num_tokens"])
+            if len(request.prompt_token_ids or ()) > remote:
+                count = min(remote, request.num_prompt_tokens) - num_computed_tokens
+                return (count, True) if count > 0 else (0, False)
+        return super().get_num_new_matched_tokens(request, num_computed_tokens)

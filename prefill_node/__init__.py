@@ -1,0 +1,1 @@
+"""Prefill worker: computes a prompt's KV and first token, and holds the KV for a decode node."""

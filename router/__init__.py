@@ -1,0 +1,1 @@
+"""The router: worker registry, health, routing policy, prefill/decode orchestration."""

@@ -1,0 +1,178 @@
+"""The gateway's connection to one worker: a DEALER for requests, a SUB for its stats.
+
+Replies are routed by request id into a `RequestStream`: a one-slot mailbox that merges token
+deltas while the reader lags (vLLM's RequestOutputCollector idea), so a slow client costs a
+growing token list, never a growing queue of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import zmq
+import zmq.asyncio
+
+from splitmind.config import WorkerAddress
+from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
+from splitmind.protocol import (
+    AbortRequest,
+    ErrorCode,
+    ErrorReply,
+    GenerateRequest,
+    HealthReply,
+    HealthRequest,
+    NodeStats,
+    TokenDelta,
+    encoder,
+    from_node_decoder,
+    stats_decoder,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RequestStream:
+    """Deltas of one request on one worker, merged while unread."""
+
+    def __init__(self, request_id: str, worker_id: str) -> None:
+        self.request_id = request_id
+        self.worker_id = worker_id
+        self._pending: TokenDelta | None = None
+        self._error: ErrorReply | None = None
+        self._ready = asyncio.Event()
+        self.finished = False
+
+    def push(self, msg: TokenDelta | ErrorReply) -> None:
+        if isinstance(msg, ErrorReply):
+            self._error = msg
+        elif self._pending is None:
+            self._pending = msg
+        else:
+            prev = self._pending
+            self._pending = TokenDelta(
+                request_id=msg.request_id, token_ids=prev.token_ids + msg.token_ids,
+                finish_reason=msg.finish_reason, kv_transfer=msg.kv_transfer or prev.kv_transfer,
+                num_prompt_tokens=msg.num_prompt_tokens, num_cached_tokens=msg.num_cached_tokens,
+            )
+        self._ready.set()
+
+    def fail(self, message: str) -> None:
+        self.push(ErrorReply(self.request_id, ErrorCode.INTERNAL, message))
+
+    async def next(self, timeout_s: float) -> TokenDelta:
+        """The merged deltas since the last call; raises on worker error or silence."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
+        except TimeoutError:
+            raise WorkerTimeoutError(self.worker_id, f"no output for request {self.request_id} in {timeout_s:g}s") from None
+        self._ready.clear()
+        if self._error is not None:
+            err = self._error
+            if err.code == ErrorCode.BAD_REQUEST:
+                raise WorkerRejectedError(self.worker_id, err.message)
+            raise WorkerError(self.worker_id, err.message)
+        delta, self._pending = self._pending, None
+        assert delta is not None
+        if delta.finish_reason is not None:
+            self.finished = True
+        return delta
+
+
+class WorkerClient:
+    def __init__(self, address: WorkerAddress, ctx: zmq.asyncio.Context) -> None:
+        self.address = address
+        self.worker_id = address.worker_id
+        self.role = address.role
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.sub = ctx.socket(zmq.SUB)
+        for sock in (self.dealer, self.sub):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.streams: dict[str, RequestStream] = {}
+        self._health_waiters: dict[str, asyncio.Future[HealthReply]] = {}
+        self.info: HealthReply | None = None
+        self.stats: NodeStats | None = None
+        self.last_seen_s: float | None = None  # monotonic time of the last stats message
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.dealer.connect(self.address.rpc_address)
+        self.sub.connect(self.address.stats_address)
+        self._tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._stats_loop())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for stream in self.streams.values():
+            stream.fail("gateway shutting down")
+        self.dealer.close()
+        self.sub.close()
+
+    def is_healthy(self, heartbeat_timeout_s: float) -> bool:
+        return (self.info is not None and self.last_seen_s is not None
+                and time.monotonic() - self.last_seen_s < heartbeat_timeout_s)
+
+    async def health(self, timeout_s: float) -> HealthReply:
+        rid = f"health-{uuid.uuid4().hex[:12]}"
+        fut: asyncio.Future[HealthReply] = asyncio.get_running_loop().create_future()
+        self._health_waiters[rid] = fut
+        try:
+            await self.dealer.send(encoder.encode(HealthRequest(rid)))
+            async with asyncio.timeout(timeout_s):
+                self.info = await fut
+            return self.info
+        finally:
+            self._health_waiters.pop(rid, None)
+
+    async def open(self, req: GenerateRequest) -> RequestStream:
+        stream = RequestStream(req.request_id, self.worker_id)
+        self.streams[req.request_id] = stream
+        await self.dealer.send(encoder.encode(req))
+        return stream
+
+    def release(self, stream: RequestStream) -> None:
+        self.streams.pop(stream.request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        self.streams.pop(request_id, None)
+        await self.dealer.send(encoder.encode(AbortRequest(request_id)))
+
+    async def _recv_loop(self) -> None:
+        while True:
+            payload = await self.dealer.recv()
+            try:
+                msg = from_node_decoder.decode(payload)
+            except Exception:
+                logger.exception("worker %s: undecodable reply dropped", self.worker_id)
+                continue
+            if isinstance(msg, HealthReply):
+                fut = self._health_waiters.get(msg.request_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                continue
+            if isinstance(msg, ErrorReply) and msg.request_id in self._health_waiters:
+                fut = self._health_waiters[msg.request_id]
+                if not fut.done():
+                    fut.set_exception(WorkerError(self.worker_id, msg.message))
+                continue
+            stream = self.streams.get(msg.request_id)
+            if stream is not None:  # else: aborted or released; late output is dropped
+                stream.push(msg)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            payload = await self.sub.recv()
+            try:
+                self.stats = stats_decoder.decode(payload)
+            except Exception:
+                logger.exception("worker %s: undecodable stats dropped", self.worker_id)
+                continue
+            self.last_seen_s = time.monotonic()

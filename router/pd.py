@@ -1,0 +1,154 @@
+"""Prefill/decode orchestration for one request.
+
+`Orchestrator.plan()` picks the workers (so the API can name them in response headers before
+any token exists); `Generation.stream()` runs the phases:
+
+1. prefill (if planned): the prompt with max_tokens=1; yields the first token at once (TTFT)
+   and the KV transfer params;
+2. decode: the prompt plus that token, with the params, so decode pulls the prompt's KV and
+   never recomputes the first token; or, colocated, the prompt alone.
+
+Leaving `stream()` early (client gone, timeout, error) aborts the request on every worker that
+still holds it, in `finally`, and re-raises: cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from splitmind.config import GatewayTuning
+from splitmind.errors import NoWorkerError
+from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta
+from router.client import RequestStream, WorkerClient
+from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDecider, RouteRequest, WeightedScorer
+from router.registry import WorkerRegistry
+
+logger = logging.getLogger(__name__)
+
+ROUTE_DISAGGREGATED = "disaggregated"
+ROUTE_COLOCATED = "colocated"
+
+
+@dataclass
+class PhaseTimings:
+    """Seconds spent in each phase, filled in as the request runs (for metrics and benchmarks)."""
+
+    prefill_s: float | None = None  # prefill request sent -> first token back
+    decode_first_s: float | None = None  # decode request sent -> its first token (KV pull included)
+    num_remote_kv_tokens: int = 0
+
+
+@dataclass
+class Generation:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: Sampling
+    decode: WorkerClient
+    prefill: WorkerClient | None
+    route: str
+    reason: str
+    tuning: GatewayTuning
+    timings: PhaseTimings = field(default_factory=PhaseTimings)
+
+    @property
+    def prefill_name(self) -> str:
+        return self.prefill.worker_id if self.prefill is not None else "none"
+
+    async def stream(self) -> AsyncIterator[TokenDelta]:
+        """Token deltas for the client; the last has `finish_reason` set."""
+        open_streams: list[tuple[WorkerClient, RequestStream]] = []
+        try:
+            prompt = self.prompt_token_ids
+            sampling = self.sampling
+            kv = None
+            if self.prefill is not None:
+                first = await self._prefill(open_streams)
+                if first.finish_reason == FinishReason.STOP or sampling.max_tokens <= 1:
+                    yield first
+                    return
+                yield msgspec.structs.replace(first, finish_reason=None, kv_transfer=None)
+                prompt = prompt + first.token_ids
+                sampling = msgspec.structs.replace(sampling, max_tokens=sampling.max_tokens - len(first.token_ids))
+                kv = first.kv_transfer
+            sent = time.perf_counter()
+            dstream = await self.decode.open(GenerateRequest(self.request_id, prompt, sampling, kv))
+            open_streams.append((self.decode, dstream))
+            timeout = self.tuning.first_token_timeout_s
+            while True:
+                delta = await dstream.next(timeout)
+                if self.timings.decode_first_s is None:
+                    self.timings.decode_first_s = time.perf_counter() - sent
+                timeout = self.tuning.stream_idle_timeout_s
+                yield delta
+                if delta.finish_reason is not None:
+                    return
+        finally:
+            await self._release(open_streams)
+
+    async def _prefill(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> TokenDelta:
+        assert self.prefill is not None
+        sent = time.perf_counter()
+        pstream = await self.prefill.open(GenerateRequest(self.request_id, self.prompt_token_ids, self.sampling))
+        open_streams.append((self.prefill, pstream))
+        deadline = sent + self.tuning.prefill_timeout_s
+        token_ids: list[int] = []
+        while True:
+            delta = await pstream.next(max(0.001, deadline - time.perf_counter()))
+            token_ids += delta.token_ids
+            if delta.finish_reason is not None:
+                break
+        self.timings.prefill_s = time.perf_counter() - sent
+        if self.timings.prefill_s is not None and delta.kv_transfer is not None:
+            self.timings.num_remote_kv_tokens = delta.kv_transfer.remote_num_tokens
+        return msgspec.structs.replace(delta, token_ids=token_ids)
+
+    async def _release(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
+        for worker, stream in open_streams:
+            if stream.finished:
+                worker.release(stream)
+                continue
+            logger.info("request %s: aborting on %s", self.request_id, worker.worker_id)
+            # Shielded: this runs while the caller is being cancelled, and the abort must go out.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker.abort(self.request_id))
+
+
+class Orchestrator:
+    def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
+                 decider: PDDecider | None = None, profile: Profile | None = None) -> None:
+        self.registry = registry
+        self.tuning = tuning
+        self.decider = decider or PromptLengthDecider(tuning.min_disagg_prompt_tokens)
+        self.profile = profile or Profile([WeightedScorer(LeastLoadedScorer())])
+
+    def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
+             route_override: str | None = None) -> Generation:
+        req = RouteRequest(request_id, len(prompt_token_ids))
+        decode = self.profile.pick(req, self.registry.healthy(Role.DECODE))
+        if decode is None:
+            raise NoWorkerError("no healthy decode worker")
+        prefill = None
+        prefills = self.registry.healthy(Role.PREFILL)
+        if route_override == ROUTE_COLOCATED:
+            want, reason = False, "override"
+        elif route_override == ROUTE_DISAGGREGATED:
+            want, reason = True, "override"
+        elif not prefills:
+            want, reason = False, "no_prefill_worker"
+        else:
+            want, reason = self.decider.should_disaggregate(req)
+        if want:
+            prefill = self.profile.pick(req, prefills)
+            if prefill is None:
+                if route_override == ROUTE_DISAGGREGATED:
+                    raise NoWorkerError("no healthy prefill worker")
+                reason = "no_prefill_worker"
+        route = ROUTE_DISAGGREGATED if prefill is not None else ROUTE_COLOCATED
+        return Generation(request_id, prompt_token_ids, sampling, decode, prefill, route, reason, self.tuning)

@@ -1,0 +1,96 @@
+"""The `splitmind` command line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="splitmind: disaggregated serving for reasoning models.")
+
+
+@app.command()
+def up(
+    model: Annotated[Optional[Path], typer.Option(help="Model directory (a Hugging Face checkpoint).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Gateway host. [default: 127.0.0.1]")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Gateway port. [default: 8000]")] = None,
+    prefill: Annotated[Optional[int], typer.Option(help="Prefill nodes; 0 = colocated. [default: 1]")] = None,
+    decode: Annotated[Optional[int], typer.Option(help="Decode nodes. [default: 1]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file ([cluster], [engine], [gateway]).")] = None,
+    log_dir: Annotated[Path, typer.Option(help="Where node and gateway logs go.")] = Path(".splitmind/logs"),
+) -> None:
+    """Start a gateway, prefill node(s) and decode node(s) on this machine; Ctrl-C stops them all."""
+    from splitmind.config import load_cluster_config
+    from splitmind.launcher import Cluster, LaunchError
+
+    try:
+        cfg = load_cluster_config(config, model=str(model) if model else None, host=host, port=port,
+                                  num_prefill=prefill, num_decode=decode)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if cfg.model is None:
+        typer.echo("error: no model given. Pass --model DIR (a Hugging Face checkpoint directory).\n"
+                   "To try the system without one: splitmind make-test-model /tmp/tiny && "
+                   "splitmind up --model /tmp/tiny", err=True)
+        raise typer.Exit(2)
+    if not (Path(cfg.model) / "config.json").exists():
+        typer.echo(f"error: {cfg.model} is not a model directory (no config.json)", err=True)
+        raise typer.Exit(2)
+
+    stop_requested: list[bool] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop_requested.append(True)
+
+    cluster = Cluster(cfg, str(Path(cfg.model).resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"))
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    t0 = time.monotonic()
+    try:
+        cluster.start()
+        if not stop_requested:
+            typer.echo(f"[splitmind] ready in {time.monotonic() - t0:.0f}s: {cluster.url}  "
+                       f"(model {cluster.served_model_name}, prefill {cfg.num_prefill}, decode {cfg.num_decode}; "
+                       f"Ctrl-C to stop)")
+            code = cluster.wait(stop_requested)
+    except LaunchError as exc:
+        typer.echo(f"[splitmind] error: {exc}", err=True)
+        code = 1
+    finally:
+        typer.echo("[splitmind] stopping")
+        cluster.stop()
+        typer.echo("[splitmind] stopped")
+    raise typer.Exit(code)
+
+
+@app.command("make-test-model")
+def make_test_model(
+    out: Annotated[Path, typer.Argument(help="Directory to write the checkpoint to.")],
+    weights: Annotated[str, typer.Option(help="random (KV-sensitive) or scripted (fixed reasoning).")] = "scripted",
+    template: Annotated[str, typer.Option(help="think_in_prompt (Qwen3/R1) or plain.")] = "think_in_prompt",
+    no_think: Annotated[bool, typer.Option("--no-think", help="Tokenizer without think tokens.")] = False,
+) -> None:
+    """Write a tiny Qwen2 checkpoint with a real BPE tokenizer (for tests and trying the system)."""
+    from models.test_checkpoints import CheckpointSpec, build_checkpoint
+
+    try:
+        spec = CheckpointSpec(weights=weights, template=template, think_tokens=not no_think)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    build_checkpoint(out, spec)
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Configuration: frozen dataclasses, validated on construction, loadable from TOML.
+
+A config file has up to three tables, each mirroring one dataclass below:
+
+    [cluster]   # ClusterConfig: what `splitmind up` starts
+    [engine]    # EngineConfig: how every node builds its vLLM engine
+    [gateway]   # GatewayTuning: timeouts and routing knobs
+
+Command-line flags override the file. Environment variables are read only at entry points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from splitmind.protocol import Role
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How a node builds its vLLM AsyncLLM."""
+
+    dtype: str = "auto"  # "auto": float32 on CPU (bf16 kernels need AVX512-BF16), else the model's
+    max_model_len: int | None = None
+    kv_cache_gib: int = 4  # VLLM_CPU_KVCACHE_SPACE on CPU
+    max_num_seqs: int = 64
+    enforce_eager: bool = True
+    enable_prefix_caching: bool = True
+    kv_lease_s: int = 30  # how long a prefill node keeps KV that no decode node pulled
+    kv_buffer_device: str = "auto"  # "auto": "cpu" on CPU, "cuda" on GPU
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"engine.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise ValueError("engine.max_model_len must be at least 16")
+        if self.kv_cache_gib <= 0:
+            raise ValueError("engine.kv_cache_gib must be positive")
+        if self.max_num_seqs < 1:
+            raise ValueError("engine.max_num_seqs must be at least 1")
+        if self.kv_lease_s < 1:
+            raise ValueError("engine.kv_lease_s must be at least 1")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything one node process needs; passed to it as JSON on its command line."""
+
+    worker_id: str
+    role: Role
+    model: str
+    engine: EngineConfig
+    rpc_address: str  # ZMQ ROUTER, e.g. tcp://127.0.0.1:18100
+    stats_address: str  # ZMQ PUB
+    nixl_host: str
+    nixl_port: int  # NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT): one per node
+    cpus: str = ""  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "2-3"; "" leaves vLLM's default
+
+    def __post_init__(self) -> None:
+        if not self.worker_id:
+            raise ValueError("worker_id must not be empty")
+        if not 0 < self.nixl_port < 65536:
+            raise ValueError(f"nixl_port out of range: {self.nixl_port}")
+
+
+@dataclass(frozen=True)
+class WorkerAddress:
+    worker_id: str
+    role: Role
+    rpc_address: str
+    stats_address: str
+
+
+@dataclass(frozen=True)
+class GatewayTuning:
+    """Gateway timeouts and routing knobs."""
+
+    connect_timeout_s: float = 600.0  # wait for nodes at start (engines load for a while)
+    prefill_timeout_s: float = 120.0  # prompt in, first token and KV params out
+    first_token_timeout_s: float = 120.0  # decode request sent -> its first token
+    stream_idle_timeout_s: float = 120.0  # longest silence inside a stream
+    heartbeat_timeout_s: float = 5.0  # a node whose stats stop this long is unhealthy
+    min_disagg_prompt_tokens: int = 1  # shorter prompts prefill on the decode node
+    allow_route_override: bool = False  # honour the x-splitmind-route header (tests, benchmarks)
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "prefill_timeout_s", "first_token_timeout_s",
+                     "stream_idle_timeout_s", "heartbeat_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"gateway.{name} must be positive")
+        if self.min_disagg_prompt_tokens < 0:
+            raise ValueError("gateway.min_disagg_prompt_tokens must be >= 0")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    model: str  # model directory: the gateway reads its tokenizer and chat template
+    served_model_name: str
+    host: str
+    port: int
+    workers: tuple[WorkerAddress, ...]
+    tuning: GatewayTuning = field(default_factory=GatewayTuning)
+
+    def __post_init__(self) -> None:
+        if not any(w.role == Role.DECODE for w in self.workers):
+            raise ValueError("the gateway needs at least one decode worker")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What `splitmind up` starts on this machine."""
+
+    model: str | None = None
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    num_prefill: int = 1
+    num_decode: int = 1
+    base_port: int = 0  # first ZMQ/NIXL port; 0 picks free ports
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    gateway: GatewayTuning = field(default_factory=GatewayTuning)
+
+    def __post_init__(self) -> None:
+        if self.num_prefill < 0:
+            raise ValueError("cluster.num_prefill must be >= 0 (0 means colocated)")
+        if self.num_decode < 1:
+            raise ValueError("cluster.num_decode must be >= 1")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"cluster.port out of range: {self.port}")
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
+    return cls(**table)
+
+
+def load_cluster_config(path: Path | None, **overrides: Any) -> ClusterConfig:
+    """Read a TOML file (optional) and apply command-line overrides (None means 'not given')."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    unknown = sorted(set(data) - {"cluster", "engine", "gateway"})
+    if unknown:
+        raise ValueError(f"unknown table(s) in {path}: {', '.join(unknown)}")
+    engine = _build(EngineConfig, data.get("engine", {}), "engine")
+    gateway = _build(GatewayTuning, data.get("gateway", {}), "gateway")
+    cluster_table = dict(data.get("cluster", {}))
+    cluster_table.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(ClusterConfig, {**cluster_table, "engine": engine, "gateway": gateway}, "cluster")

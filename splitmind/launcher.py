@@ -1,0 +1,206 @@
+"""`splitmind up`: start the nodes and the gateway on this machine, supervise, stop them all.
+
+Each node and the gateway run in their own session (process group), so a stop reaches vLLM's
+engine-core and worker processes too. Stop order: SIGTERM to every group, up to
+`STOP_GRACE_S` for them to exit, then SIGKILL. A child that dies on its own takes the whole
+system down (exit code 1): half a cluster is worse than none for a local deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import msgspec
+import zmq
+
+from splitmind.config import ClusterConfig, GatewayConfig, NodeSpec, WorkerAddress
+from splitmind.protocol import PROTOCOL_VERSION, HealthReply, HealthRequest, Role, encoder, from_node_decoder
+
+STOP_GRACE_S = 12.0
+_GONE = (ProcessLookupError, PermissionError, subprocess.TimeoutExpired)
+NODE_MODULES = {Role.PREFILL: "prefill_node", Role.DECODE: "decode_node"}
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def split_cpus(num_nodes: int) -> list[str]:
+    """Give each node its own cores when there are enough; otherwise share round-robin."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if num_nodes <= 0:
+        return []
+    if len(cpus) < num_nodes:
+        return [str(cpus[i % len(cpus)]) for i in range(num_nodes)]
+    per = len(cpus) // num_nodes
+    out = []
+    for i in range(num_nodes):
+        chunk = cpus[i * per:(i + 1) * per]
+        out.append(str(chunk[0]) if len(chunk) == 1 else f"{chunk[0]}-{chunk[-1]}")
+    return out
+
+
+def plan_nodes(cfg: ClusterConfig, model: str) -> list[NodeSpec]:
+    host = cfg.host if cfg.host not in ("0.0.0.0", "") else "127.0.0.1"
+    roles = [Role.PREFILL] * cfg.num_prefill + [Role.DECODE] * cfg.num_decode
+    cpus = split_cpus(len(roles))
+    next_port = cfg.base_port
+
+    def port() -> int:
+        nonlocal next_port
+        if cfg.base_port == 0:
+            return free_port(host)
+        next_port += 1
+        return next_port - 1
+
+    specs, counts = [], {Role.PREFILL: 0, Role.DECODE: 0}
+    for role, cpu in zip(roles, cpus, strict=True):
+        wid = f"{role.name.lower()}-{counts[role]}"
+        counts[role] += 1
+        specs.append(NodeSpec(
+            worker_id=wid, role=role, model=model, engine=cfg.engine,
+            rpc_address=f"tcp://{host}:{port()}", stats_address=f"tcp://{host}:{port()}",
+            nixl_host=host, nixl_port=port(), cpus=cpu,
+        ))
+    return specs
+
+
+def ping_node(address: str, timeout_s: float) -> HealthReply | None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        sock.send(encoder.encode(HealthRequest("launcher", PROTOCOL_VERSION)))
+        if sock.poll(int(timeout_s * 1000)):
+            msg = from_node_decoder.decode(sock.recv())
+            return msg if isinstance(msg, HealthReply) else None
+        return None
+    finally:
+        sock.close()
+
+
+def gateway_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            return bool(r.status == 200)
+    except Exception:
+        return False
+
+
+class Cluster:
+    def __init__(self, cfg: ClusterConfig, model: str, log_dir: Path, say: object = print) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.log_dir = log_dir
+        self.say = say
+        self.children: list[Child] = []
+        self.specs = plan_nodes(cfg, model)
+        self.url = f"http://{cfg.host if cfg.host != '0.0.0.0' else '127.0.0.1'}:{cfg.port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.Popen([sys.executable, *argv], stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        child = Child(name, proc, log_path, log_file)
+        self.children.append(child)
+        return child
+
+    def _say(self, text: str) -> None:
+        assert callable(self.say)
+        self.say(text)
+
+    def _check_alive(self) -> None:
+        for c in self.children:
+            if c.proc.poll() is not None:
+                tail = c.log_path.read_text(errors="replace").splitlines()[-25:]
+                raise LaunchError(f"{c.name} exited with code {c.proc.returncode}; last lines of {c.log_path}:\n"
+                                  + "\n".join(tail))
+
+    def start(self, timeout_s: float = 900.0) -> None:
+        t0 = time.monotonic()
+        for spec in self.specs:
+            self._say(f"starting {spec.worker_id} (cpus {spec.cpus or 'all'}, log {self.log_dir / spec.worker_id}.log)")
+            self._spawn(spec.worker_id, ["-m", NODE_MODULES[spec.role], "--spec", msgspec.json.encode(spec).decode()])
+        pending = {s.worker_id: s for s in self.specs}
+        deadline = t0 + timeout_s
+        while pending:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LaunchError(f"nodes not ready after {timeout_s:g}s: {', '.join(pending)}")
+            for wid, spec in list(pending.items()):
+                reply = ping_node(spec.rpc_address, 0.5)
+                if reply is not None:
+                    del pending[wid]
+                    self._say(f"{wid} ready ({time.monotonic() - t0:.1f}s, max_model_len {reply.max_model_len})")
+            if pending:
+                time.sleep(0.5)
+        gw = GatewayConfig(
+            model=self.model, served_model_name=self.cfg.served_model_name or Path(self.model).name,
+            host=self.cfg.host, port=self.cfg.port, tuning=self.cfg.gateway,
+            workers=tuple(WorkerAddress(s.worker_id, s.role, s.rpc_address, s.stats_address) for s in self.specs),
+        )
+        self._say("starting gateway")
+        self._spawn("gateway", ["-m", "api", "--config", msgspec.json.encode(gw).decode()])
+        while not gateway_healthy(self.url):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LaunchError(f"gateway not healthy after {timeout_s:g}s")
+            time.sleep(0.3)
+        self.served_model_name = gw.served_model_name
+
+    def wait(self, stop_requested: list[bool]) -> int:
+        """Block until a stop is requested (0) or a child dies (1)."""
+        while not stop_requested:
+            for c in self.children:
+                if c.proc.poll() is not None:
+                    self._say(f"{c.name} exited unexpectedly (code {c.proc.returncode}); stopping; see {c.log_path}")
+                    return 1
+            time.sleep(0.3)
+        return 0
+
+    def stop(self) -> None:
+        for c in reversed(self.children):  # gateway first: stop taking requests
+            if c.proc.poll() is None:
+                with contextlib.suppress(*_GONE):
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for c in self.children:
+            left = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(*_GONE):
+                c.proc.wait(timeout=left)
+        for c in self.children:
+            # The group may hold vLLM's engine-core/worker processes even after the leader left.
+            with contextlib.suppress(*_GONE):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(*_GONE):
+                c.proc.wait(timeout=2)
+            c.log_file.close()

@@ -1,0 +1,1 @@
+"""The worker runtime both node roles use: engine construction, ZMQ server, stats."""

@@ -1,0 +1,68 @@
+"""Engine counters fed by a vLLM stat logger, read by the node's stats publisher.
+
+vLLM calls `record()` on the engine's output-handler task after every engine step that has
+stats; this object only accumulates, so reading it from the publisher task needs no lock (one
+event loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kv_transfer.stats import read_connector_stats
+from splitmind.protocol import HistogramState
+
+KV_TRANSFER_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+
+
+class EngineCounters:
+    def __init__(self) -> None:
+        self.kv_usage = 0.0
+        self.remote_kv_tokens_total = 0
+        self.kv_transfers_total = 0
+        self.kv_transfer_bytes_total = 0
+        self.kv_transfer_seconds = HistogramState(
+            bounds=[*KV_TRANSFER_BUCKETS_S, float("inf")], counts=[0] * (len(KV_TRANSFER_BUCKETS_S) + 1)
+        )
+        self.spec_draft_tokens_total = 0
+        self.spec_accepted_tokens_total = 0
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
+        if scheduler_stats is not None:
+            self.kv_usage = float(scheduler_stats.kv_cache_usage)
+            connector_cache = scheduler_stats.connector_prefix_cache_stats
+            if connector_cache is not None:
+                # Tokens the connector supplied instead of the engine computing them.
+                self.remote_kv_tokens_total += int(connector_cache.hits)
+            spec = scheduler_stats.spec_decoding_stats
+            if spec is not None:
+                self.spec_draft_tokens_total += int(spec.num_draft_tokens)
+                self.spec_accepted_tokens_total += int(spec.num_accepted_tokens)
+            transfers = read_connector_stats(scheduler_stats.kv_connector_stats)
+            for seconds in transfers.durations_s:
+                self.kv_transfer_seconds.observe(seconds)
+            self.kv_transfers_total += len(transfers.durations_s)
+            self.kv_transfer_bytes_total += transfers.num_bytes
+        if iteration_stats is not None:
+            self.prompt_tokens_total += int(getattr(iteration_stats, "num_prompt_tokens", 0))
+            self.generation_tokens_total += int(getattr(iteration_stats, "num_generation_tokens", 0))
+
+
+def stat_logger_factory(counters: EngineCounters) -> Any:
+    """A vLLM `StatLoggerFactory` whose loggers write into `counters`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _CountersLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.counters = counters
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                   engine_idx: int = 0) -> None:
+            self.counters.record(scheduler_stats, iteration_stats)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return _CountersLogger

@@ -1,0 +1,40 @@
+"""Build a node's vLLM `AsyncLLM` from its `NodeSpec`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kv_transfer.nixl import nixl_kv_transfer_config
+from splitmind.config import NodeSpec
+from splitmind.node.counters import EngineCounters, stat_logger_factory
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def engine_args(spec: NodeSpec) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    cfg = spec.engine
+    gpu = on_gpu()
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if gpu else "float32")
+    kv_device = cfg.kv_buffer_device if cfg.kv_buffer_device != "auto" else ("cuda" if gpu else "cpu")
+    return AsyncEngineArgs(
+        model=spec.model,
+        dtype=dtype,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        enforce_eager=cfg.enforce_eager,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        kv_transfer_config=nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s),
+        disable_log_stats=False,  # our stat logger needs the stats
+    )
+
+
+def build_engine(spec: NodeSpec, counters: EngineCounters) -> Any:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(engine_args(spec), stat_loggers=[stat_logger_factory(counters)])

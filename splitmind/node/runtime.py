@@ -1,0 +1,178 @@
+"""A node's ZMQ server: request plane (ROUTER) and stats plane (PUB) around one AsyncLLM.
+
+Each `GenerateRequest` runs as its own task, streaming `TokenDelta`s back to the gateway
+identity that sent it. An `AbortRequest` cancels that task; cancellation travels into
+`AsyncLLM.generate()`, which aborts the request in the engine (vLLM's own cancellation path), so
+no KV stays pinned by a request nobody reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any, Protocol
+
+import zmq
+import zmq.asyncio
+
+from splitmind.config import NodeSpec
+from splitmind.node.counters import EngineCounters
+from splitmind.protocol import (
+    PROTOCOL_VERSION,
+    AbortRequest,
+    ErrorCode,
+    ErrorReply,
+    FinishReason,
+    GenerateRequest,
+    HealthReply,
+    HealthRequest,
+    NodeStats,
+    Role,
+    TokenDelta,
+    encoder,
+    kv_params_from_vllm,
+    to_node_decoder,
+)
+
+logger = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 0.5
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
+
+
+class RoleHandler(Protocol):
+    """What differs between a prefill and a decode node: how a request becomes SamplingParams."""
+
+    role: Role
+
+    def sampling_params(self, req: GenerateRequest) -> Any: ...
+
+
+class NodeServer:
+    def __init__(self, spec: NodeSpec, engine: Any, handler: RoleHandler, counters: EngineCounters) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.handler = handler
+        self.counters = counters
+        self.ctx = zmq.asyncio.Context()
+        self.rpc = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        for sock in (self.rpc, self.pub):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.started: set[str] = set()  # requests that produced output (running, not waiting)
+        self.seq = 0
+        self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
+
+    async def serve(self) -> None:
+        self.rpc.bind(self.spec.rpc_address)
+        self.pub.bind(self.spec.stats_address)
+        logger.info("node %s (%s) serving on %s", self.spec.worker_id, self.handler.role.name, self.spec.rpc_address)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._recv_loop())
+                tg.create_task(self._stats_loop())
+        finally:
+            for task in list(self.tasks.values()):
+                task.cancel()
+            if self.tasks:
+                await asyncio.wait(list(self.tasks.values()), timeout=5)
+            self.rpc.close()
+            self.pub.close()
+            self.ctx.term()
+
+    async def _recv_loop(self) -> None:
+        while True:
+            identity, payload = await self.rpc.recv_multipart()
+            try:
+                msg = to_node_decoder.decode(payload)
+            except Exception:  # a malformed frame must not take the node down
+                logger.exception("dropping undecodable message from gateway")
+                continue
+            if isinstance(msg, GenerateRequest):
+                self._start(identity, msg)
+            elif isinstance(msg, AbortRequest):
+                self._abort(msg.request_id)
+            elif isinstance(msg, HealthRequest):
+                await self._reply_health(identity, msg)
+
+    async def _reply_health(self, identity: bytes, msg: HealthRequest) -> None:
+        if msg.protocol_version != PROTOCOL_VERSION:
+            reply: Any = ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST,
+                                    f"protocol version {msg.protocol_version} != node's {PROTOCOL_VERSION}")
+        else:
+            reply = HealthReply(
+                request_id=msg.request_id, worker_id=self.spec.worker_id, role=self.handler.role,
+                pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
+                model=self.spec.model, max_model_len=self.max_model_len,
+            )
+        await self._send(identity, reply)
+
+    def _start(self, identity: bytes, req: GenerateRequest) -> None:
+        if req.request_id in self.tasks:
+            asyncio.ensure_future(self._send(identity, ErrorReply(
+                req.request_id, ErrorCode.BAD_REQUEST, "duplicate request id")))
+            return
+        task = asyncio.create_task(self._generate(identity, req), name=f"generate-{req.request_id}")
+        self.tasks[req.request_id] = task
+
+    def _abort(self, request_id: str) -> None:
+        task = self.tasks.get(request_id)
+        if task is not None:
+            logger.info("request %s: abort", request_id)
+            task.cancel()
+
+    async def _generate(self, identity: bytes, req: GenerateRequest) -> None:
+        from vllm.inputs import TokensPrompt
+
+        rid = req.request_id
+        try:
+            try:
+                params = self.handler.sampling_params(req)
+            except ValueError as exc:  # vLLM validates SamplingParams with ValueError
+                await self._send(identity, ErrorReply(rid, ErrorCode.BAD_REQUEST, str(exc)))
+                return
+            prompt = TokensPrompt(prompt_token_ids=req.prompt_token_ids)
+            async for out in self.engine.generate(prompt, params, rid):
+                self.started.add(rid)
+                comp = out.outputs[0]
+                finish = _FINISH.get(comp.finish_reason or "") if out.finished else None
+                kv = kv_params_from_vllm(out.kv_transfer_params) if out.finished and out.kv_transfer_params else None
+                await self._send(identity, TokenDelta(
+                    request_id=rid, token_ids=list(comp.token_ids), finish_reason=finish, kv_transfer=kv,
+                    num_prompt_tokens=len(req.prompt_token_ids), num_cached_tokens=out.num_cached_tokens or 0,
+                ))
+        except asyncio.CancelledError:
+            raise  # AsyncLLM.generate aborted the engine request on its way out
+        except Exception as exc:
+            logger.exception("request %s failed", rid)
+            code = ErrorCode.BAD_REQUEST if isinstance(exc, ValueError) else ErrorCode.INTERNAL
+            with contextlib.suppress(Exception):
+                await self._send(identity, ErrorReply(rid, code, f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.tasks.pop(rid, None)
+            self.started.discard(rid)
+
+    async def _send(self, identity: bytes, msg: Any) -> None:
+        await self.rpc.send_multipart([identity, encoder.encode(msg)])
+
+    def stats(self) -> NodeStats:
+        c = self.counters
+        self.seq += 1
+        running = len(self.started)
+        return NodeStats(
+            worker_id=self.spec.worker_id, role=self.handler.role, pid=os.getpid(), seq=self.seq,
+            num_running=running, num_waiting=len(self.tasks) - running, kv_usage=c.kv_usage,
+            remote_kv_tokens_total=c.remote_kv_tokens_total, kv_transfers_total=c.kv_transfers_total,
+            kv_transfer_bytes_total=c.kv_transfer_bytes_total, kv_transfer_seconds=c.kv_transfer_seconds,
+            spec_draft_tokens_total=c.spec_draft_tokens_total,
+            spec_accepted_tokens_total=c.spec_accepted_tokens_total,
+            prompt_tokens_total=c.prompt_tokens_total, generation_tokens_total=c.generation_tokens_total,
+        )
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await self.pub.send(encoder.encode(self.stats()))
+            await asyncio.sleep(STATS_INTERVAL_S)

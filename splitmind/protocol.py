@@ -1,0 +1,179 @@
+"""Gateway <-> node wire protocol: typed msgspec structs, msgpack on ZMQ.
+
+Request plane: the gateway's DEALER talks to each node's ROUTER. Every message carries the
+request id, so an abort always finds its work. Stats plane: each node PUBlishes `NodeStats`
+twice a second; the gateway SUBscribes.
+
+`PROTOCOL_VERSION` travels in `HealthRequest`/`HealthReply`; a node refuses a gateway of another
+version (and vice versa) instead of misreading its messages.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class Role(enum.IntEnum):
+    PREFILL = 1
+    DECODE = 2
+
+
+class FinishReason(enum.IntEnum):
+    STOP = 1  # a stop token (eos) or stop string
+    LENGTH = 2  # max_tokens or the context length
+    ABORT = 3
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_REQUEST = 400  # the client's fault: not retried
+    OVERLOADED = 503  # retryable elsewhere
+    INTERNAL = 500  # retryable elsewhere
+
+
+class KVTransferParams(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Where a prefill's KV lives; vLLM's NixlConnector `kv_transfer_params`, typed.
+
+    `extra` holds connector fields this version does not name, so a newer vLLM's additions
+    pass through untouched.
+    """
+
+    remote_engine_id: str
+    remote_request_id: str
+    remote_host: str
+    remote_port: int
+    remote_block_ids: list[list[int]]  # one list per KV-cache group
+    remote_num_tokens: int = 0
+    tp_size: int = 1
+    extra: dict[str, msgspec.Raw] = {}
+
+
+class Sampling(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """The sampling knobs that reach vLLM. Stop *strings* stay in the gateway (it detokenizes)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop_token_ids: list[int] = []
+    ignore_eos: bool = False
+
+
+class HealthRequest(msgspec.Struct, tag="health", frozen=True):
+    request_id: str
+    protocol_version: int = PROTOCOL_VERSION
+
+
+class GenerateRequest(msgspec.Struct, tag="generate", frozen=True):
+    """Prefill nodes run it with max_tokens=1 and keep the KV for a decode node to pull.
+
+    Decode nodes run it to the end; with `kv_transfer` set, `prompt_token_ids` is the prompt plus
+    the token prefill produced, and the prompt's KV is pulled instead of computed.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: Sampling
+    kv_transfer: KVTransferParams | None = None
+
+
+class AbortRequest(msgspec.Struct, tag="abort", frozen=True):
+    request_id: str
+
+
+class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
+    request_id: str
+    worker_id: str
+    role: Role
+    pid: int
+    protocol_version: int
+    model: str
+    max_model_len: int
+
+
+class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):
+    """New token ids for a request; the last one has `finish_reason` set."""
+
+    request_id: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    kv_transfer: KVTransferParams | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+class ErrorReply(msgspec.Struct, tag="error", frozen=True):
+    request_id: str
+    code: ErrorCode
+    message: str
+
+
+class HistogramState(msgspec.Struct, array_like=True):
+    """Cumulative histogram, Prometheus-style: counts per upper bound (last is +Inf)."""
+
+    bounds: list[float]
+    counts: list[int]
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+
+
+class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
+    """A node's heartbeat: load for routing, counters for /metrics (cumulative since start)."""
+
+    worker_id: str
+    role: Role
+    pid: int
+    seq: int
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_usage: float = 0.0
+    remote_kv_tokens_total: int = 0
+    kv_transfers_total: int = 0
+    kv_transfer_bytes_total: int = 0
+    kv_transfer_seconds: HistogramState | None = None
+    spec_draft_tokens_total: int = 0
+    spec_accepted_tokens_total: int = 0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+
+
+ToNode = HealthRequest | GenerateRequest | AbortRequest
+FromNode = HealthReply | TokenDelta | ErrorReply
+
+encoder = msgspec.msgpack.Encoder()
+to_node_decoder = msgspec.msgpack.Decoder(ToNode)
+from_node_decoder = msgspec.msgpack.Decoder(FromNode)
+stats_decoder = msgspec.msgpack.Decoder(NodeStats)
+
+
+def kv_params_from_vllm(params: dict[str, object]) -> KVTransferParams:
+    """Type vLLM's dict; unknown keys ride along in `extra`."""
+    known = set(KVTransferParams.__struct_fields__) - {"extra"}
+    body = {k: v for k, v in params.items() if k in known}
+    extra = {k: msgspec.Raw(msgspec.msgpack.encode(v)) for k, v in params.items() if k not in known}
+    return msgspec.structs.replace(msgspec.convert(body, KVTransferParams), extra=extra)
+
+
+def kv_params_to_vllm(params: KVTransferParams, **overrides: object) -> dict[str, object]:
+    out: dict[str, object] = {k: msgspec.msgpack.decode(v) for k, v in params.extra.items()}
+    for name in KVTransferParams.__struct_fields__:
+        if name != "extra":
+            out[name] = getattr(params, name)
+    out.update(overrides)
+    return out
