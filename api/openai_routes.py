@@ -64,7 +64,7 @@ async def chat_completions(request: Request) -> Response:
     t0 = time.perf_counter()
     prepared = prepare_chat(req, st.frontend, _max_model_len(st))
     return await _serve(request, st, prepared, stream=req.stream, include_usage=req.include_usage,
-                        model=req.model, t0=t0)
+                        model=req.model, t0=t0, return_token_ids=req.return_token_ids)
 
 
 @router.post("/v1/completions")
@@ -75,7 +75,7 @@ async def completions(request: Request) -> Response:
     t0 = time.perf_counter()
     prepared = prepare_completion(req, st.frontend, _max_model_len(st))
     return await _serve(request, st, prepared, stream=req.stream, include_usage=req.include_usage,
-                        model=req.model, t0=t0)
+                        model=req.model, t0=t0, return_token_ids=req.return_token_ids)
 
 
 def _check_model(st: GatewayState, model: str) -> None:
@@ -91,7 +91,7 @@ def _max_model_len(st: GatewayState) -> int:
 
 
 async def _serve(request: Request, st: GatewayState, prepared: Prepared, *, stream: bool, include_usage: bool,
-                 model: str, t0: float) -> Response:
+                 model: str, t0: float, return_token_ids: bool = False) -> Response:
     st.metrics.tokenize.observe(time.perf_counter() - t0)
     rid = request.state.request_id
     override = request.headers.get("x-splitmind-route") if st.tuning.allow_route_override else None
@@ -101,7 +101,7 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, *, stre
     st.metrics.requests.labels(gen.route).inc()
     st.metrics.route_decisions.labels(gen.route, gen.reason).inc()
     st.metrics.prompt_tokens.inc(len(prepared.prompt_token_ids))
-    run = _Run(st, gen, prepared, model, t0)
+    run = _Run(st, gen, prepared, model, t0, return_token_ids)
     if not stream:
         return await _until_disconnect(request, run.collect())
     events = gen.stream()
@@ -133,7 +133,10 @@ async def _until_disconnect(request: Request, work: Any) -> Response:
 class _Run:
     """One request's output: text assembly, OpenAI chunk shapes, metrics."""
 
-    def __init__(self, st: GatewayState, gen: Generation, prepared: Prepared, model: str, t0: float) -> None:
+    def __init__(self, st: GatewayState, gen: Generation, prepared: Prepared, model: str, t0: float,
+                 return_token_ids: bool = False) -> None:
+        self.return_token_ids = return_token_ids
+        self.token_ids: list[int] = []
         self.st = st
         self.gen = gen
         self.prepared = prepared
@@ -178,6 +181,7 @@ class _Run:
         reasoning, content = [], []
         async for delta in self.gen.stream():
             self._observe(delta)
+            self.token_ids += delta.token_ids
             text = self.asm.feed(delta)
             reasoning.append(text.reasoning)
             content.append(text.content)
@@ -194,6 +198,9 @@ class _Run:
                        "reasoning": r or None}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             obj = "chat.completion"
+        if self.return_token_ids:
+            choice["token_ids"] = self.token_ids
+            choice["prompt_token_ids"] = self.prepared.prompt_token_ids
         body = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "choices": [choice], "usage": self.usage()}
         return JSONResponse(body)

@@ -1,0 +1,100 @@
+"""Start a real `splitmind up` (the CLI users run) for end-to-end tests, and stop it.
+
+`stop()` checks what users are promised: SIGTERM ends every process the launcher started
+(nodes, vLLM engine cores and workers, gateway) within 20 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+SPLITMIND = ROOT / ".venv" / "bin" / "splitmind"
+STOP_LIMIT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningCluster:
+    def __init__(self, model: Path, workdir: Path, *, prefill: int, decode: int = 1, config: str = "") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg = workdir / "splitmind.toml"
+        cfg.write_text(config)
+        self.log = workdir / "up.log"
+        self._log_file = open(self.log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(SPLITMIND), "up", "--model", str(model), "--port", str(self.port), "--prefill", str(prefill),
+             "--decode", str(decode), "--config", str(cfg), "--log-dir", str(workdir / "logs")],
+            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+        )
+        self.descendants: set[int] = set()
+
+    def wait_ready(self, timeout_s: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"splitmind up exited ({self.proc.returncode}):\n{self.log.read_text()}")
+            if "ready in" in self.log.read_text():
+                self._remember_descendants()
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"cluster not ready in {timeout_s}s:\n{self.log.read_text()}")
+
+    def _remember_descendants(self) -> None:
+        try:
+            self.descendants = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+
+    def node_log(self, worker_id: str) -> str:
+        return (self.workdir / "logs" / f"{worker_id}.log").read_text(errors="replace")
+
+    def stop(self) -> float:
+        """SIGTERM the launcher; return seconds until every process it started was gone."""
+        self._remember_descendants()
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_LIMIT_S + 10)
+        finally:
+            self._log_file.close()
+        while time.monotonic() - t0 < STOP_LIMIT_S + 10 and self.alive():
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+        leftover = self.alive()
+        for pid in leftover:  # never leave a stray engine behind for the next test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if leftover:
+            raise AssertionError(f"processes left after stop: {leftover}")
+        return elapsed
+
+    def alive(self) -> list[int]:
+        out = []
+        for pid in self.descendants:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    out.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+

@@ -1,0 +1,52 @@
+"""Real clusters for end-to-end tests: each starts once per session, on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from models.test_checkpoints import CheckpointSpec, build_checkpoint
+from tests.e2e.cluster import RunningCluster
+
+BASE_CONFIG = """
+[engine]
+kv_cache_gib = 1
+max_model_len = 2048
+max_num_seqs = 32
+[gateway]
+allow_route_override = true
+"""
+
+
+def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG
+             ) -> Iterator[RunningCluster]:
+    model = build_checkpoint(tmp / name / "model", spec)
+    cluster = RunningCluster(model, tmp / name, prefill=prefill, config=config)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def scripted_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """PD cluster (1 prefill + 1 decode) on the scripted think-in-prompt model."""
+    yield from _cluster(tmp_path_factory.mktemp("clusters"), "scripted", CheckpointSpec(weights="scripted"),
+                        prefill=1)
+
+
+@pytest.fixture(scope="session")
+def random_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """PD cluster on random weights (KV-sensitive), prefix caching off on both nodes so that a
+    colocated baseline is computed from scratch, never from KV that arrived by transfer."""
+    config = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
+    yield from _cluster(tmp_path_factory.mktemp("clusters"), "random", CheckpointSpec(weights="random"),
+                        prefill=1, config=config)
+
+
+def client(cluster: RunningCluster) -> OpenAI:
+    return OpenAI(base_url=cluster.url + "/v1", api_key="unused", max_retries=0, timeout=120)
