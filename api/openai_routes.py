@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -229,7 +229,7 @@ class _Run:
             body["usage"] = None
         return json.dumps(body)
 
-    async def sse(self, first: TokenDelta, events: AsyncIterator[TokenDelta],
+    async def sse(self, first: TokenDelta, events: AsyncGenerator[TokenDelta, None],
                   include_usage: bool) -> AsyncIterator[ServerSentEvent]:
         try:
             if self.prepared.kind == "chat":
@@ -246,9 +246,9 @@ class _Run:
                 delta = await anext(events, None)
             self._finish()
             if include_usage:
-                usage = {"id": self.id, "object": "chat.completion.chunk" if self.prepared.kind == "chat"
-                         else "text_completion", "created": self.created, "model": self.model,
-                         "choices": [], "usage": self.usage()}
+                obj = "chat.completion.chunk" if self.prepared.kind == "chat" else "text_completion"
+                usage: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created,
+                                         "model": self.model, "choices": [], "usage": self.usage()}
                 yield ServerSentEvent(data=json.dumps(usage))
         except asyncio.CancelledError:
             self.st.metrics.aborts.labels("client_disconnected").inc()

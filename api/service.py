@@ -41,7 +41,7 @@ def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, max_model_len: i
 def prepare_completion(req: CompletionRequest, fe: ModelFrontend, max_model_len: int) -> Prepared:
     p = req.prompt
     if isinstance(p, list) and p and isinstance(p[0], int):
-        ids = [int(t) for t in p]  # type: ignore[arg-type]
+        ids = [int(t) for t in p]
         vocab = fe.tokenizer.get_vocab_size()
         if any(t < 0 or t >= vocab for t in ids):
             raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")

@@ -22,7 +22,6 @@ from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.nixl import NixlConnector
 
-
 PROGRESS_THREAD_DELAY_US = 200
 
 

@@ -12,6 +12,7 @@ Two kinds of weights:
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +143,19 @@ def scripted_chain(tok: Tokenizer, template: str, think_tokens: bool) -> list[in
     ids: list[int] = []
     if think_tokens:
         if template == "plain":
-            ids.append(tok.token_to_id(THINK_START))
+            ids.append(_token_id(tok, THINK_START))
         ids += tok.encode(SCRIPT_REASONING).ids
-        ids.append(tok.token_to_id(THINK_END))
+        ids.append(_token_id(tok, THINK_END))
     ids += tok.encode(SCRIPT_ANSWER).ids
-    ids.append(tok.token_to_id(IM_END))
+    ids.append(_token_id(tok, IM_END))
     return ids
+
+
+def _token_id(tok: Tokenizer, text: str) -> int:
+    token_id = tok.token_to_id(text)
+    if token_id is None:
+        raise ValueError(f"{text!r} is not a single token")
+    return int(token_id)
 
 
 def _script(
@@ -158,9 +166,9 @@ def _script(
     newline = tokenizer.encode("\n").ids
     if len(newline) != 1:
         raise ValueError("the scripted model needs '\\n' to be one token")
-    chain = [newline[0]] + scripted_chain(tokenizer, spec.template, spec.think_tokens)
+    chain = [newline[0], *scripted_chain(tokenizer, spec.template, spec.think_tokens)]
     successor: dict[int, int] = {}
-    for cur, nxt in zip(chain, chain[1:], strict=False):
+    for cur, nxt in itertools.pairwise(chain):
         if cur in successor and successor[cur] != nxt:
             raise ValueError(f"scripted chain repeats token {cur} with two successors")
         successor[cur] = nxt

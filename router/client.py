@@ -69,7 +69,8 @@ class RequestStream:
             async with asyncio.timeout(timeout_s):
                 await self._ready.wait()
         except TimeoutError:
-            raise WorkerTimeoutError(self.worker_id, f"no output for request {self.request_id} in {timeout_s:g}s") from None
+            message = f"no output for request {self.request_id} in {timeout_s:g}s"
+            raise WorkerTimeoutError(self.worker_id, message) from None
         self._ready.clear()
         if self._error is not None:
             err = self._error

@@ -18,17 +18,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import msgspec
 
-from splitmind.config import GatewayTuning
-from splitmind.errors import NoWorkerError
-from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta
 from router.client import RequestStream, WorkerClient
 from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDecider, RouteRequest, WeightedScorer
 from router.registry import WorkerRegistry
+from splitmind.config import GatewayTuning
+from splitmind.errors import NoWorkerError
+from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Generation:
     def prefill_name(self) -> str:
         return self.prefill.worker_id if self.prefill is not None else "none"
 
-    async def stream(self) -> AsyncIterator[TokenDelta]:
+    async def stream(self) -> AsyncGenerator[TokenDelta, None]:
         """Token deltas for the client; the last has `finish_reason` set."""
         open_streams: list[tuple[WorkerClient, RequestStream]] = []
         try:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import zmq.asyncio
 
+from router.client import WorkerClient
 from splitmind.config import WorkerAddress
 from splitmind.protocol import Role
-from router.client import WorkerClient
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="splitmind: disaggregated serving for reasoning models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="splitmind: disaggregated serving for reasoning models.")
 
 
 @app.command()

@@ -90,8 +90,7 @@ def plan_nodes(cfg: ClusterConfig, model: str) -> list[NodeSpec]:
 
 
 def ping_node(address: str, timeout_s: float) -> HealthReply | None:
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
     try:
@@ -125,7 +124,7 @@ class Cluster:
     def _spawn(self, name: str, argv: list[str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        log_file = open(log_path, "wb")
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         proc = subprocess.Popen([sys.executable, *argv], stdout=log_file, stderr=subprocess.STDOUT,

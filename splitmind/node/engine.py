@@ -22,7 +22,7 @@ def engine_args(spec: NodeSpec) -> Any:
     gpu = on_gpu()
     dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if gpu else "float32")
     kv_device = cfg.kv_buffer_device if cfg.kv_buffer_device != "auto" else ("cuda" if gpu else "cpu")
-    return AsyncEngineArgs(
+    kwargs: dict[str, Any] = dict(
         model=spec.model,
         dtype=dtype,
         max_model_len=cfg.max_model_len,
@@ -32,6 +32,7 @@ def engine_args(spec: NodeSpec) -> Any:
         kv_transfer_config=nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s),
         disable_log_stats=False,  # our stat logger needs the stats
     )
+    return AsyncEngineArgs(**kwargs)
 
 
 def build_engine(spec: NodeSpec, counters: EngineCounters) -> Any:

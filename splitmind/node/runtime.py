@@ -62,6 +62,7 @@ class NodeServer:
         for sock in (self.rpc, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.replies: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends
         self.started: set[str] = set()  # requests that produced output (running, not waiting)
         self.seq = 0
         self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
@@ -112,8 +113,10 @@ class NodeServer:
 
     def _start(self, identity: bytes, req: GenerateRequest) -> None:
         if req.request_id in self.tasks:
-            asyncio.ensure_future(self._send(identity, ErrorReply(
+            reply = asyncio.create_task(self._send(identity, ErrorReply(
                 req.request_id, ErrorCode.BAD_REQUEST, "duplicate request id")))
+            self.replies.add(reply)
+            reply.add_done_callback(self.replies.discard)
             return
         task = asyncio.create_task(self._generate(identity, req), name=f"generate-{req.request_id}")
         self.tasks[req.request_id] = task

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ class RunningCluster:
         cfg = workdir / "splitmind.toml"
         cfg.write_text(config)
         self.log = workdir / "up.log"
-        self._log_file = open(self.log, "wb")  # noqa: SIM115
+        self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [str(SPLITMIND), "up", "--model", str(model), "--port", str(self.port), "--prefill", str(prefill),
              "--decode", str(decode), "--config", str(cfg), "--log-dir", str(workdir / "logs")],
