@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -29,6 +30,7 @@ from splitmind.errors import InvalidRequestError, ModelNotFoundError, NoWorkerEr
 from splitmind.protocol import TokenDelta
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 def _state(request: Request) -> GatewayState:
@@ -93,7 +95,10 @@ def _max_model_len(st: GatewayState) -> int:
 async def _serve(request: Request, st: GatewayState, prepared: Prepared, *, stream: bool, include_usage: bool,
                  model: str, t0: float, return_token_ids: bool = False) -> Response:
     st.metrics.tokenize.observe(time.perf_counter() - t0)
-    rid = request.state.request_id
+    # Engines need ids unique per node; a client's x-request-id is echoed, not trusted to be unique.
+    rid = new_request_id()
+    logger.info("request %s: x-request-id %s, %d prompt tokens", rid, request.state.request_id,
+                len(prepared.prompt_token_ids))
     override = request.headers.get("x-splitmind-route") if st.tuning.allow_route_override else None
     gen = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override)
     request.state.prefill_worker = gen.prefill_name
@@ -182,10 +187,10 @@ class _Run:
         async for delta in self.gen.stream():
             self._observe(delta)
             self.token_ids += delta.token_ids
-            text = self.asm.feed(delta)
-            reasoning.append(text.reasoning)
-            content.append(text.content)
-            if text.finish_reason is not None:
+            segments, finish = self.asm.feed(delta)
+            reasoning += [seg.reasoning for seg in segments]
+            content += [seg.content for seg in segments]
+            if finish is not None:
                 break  # a stop string ends the request early; leaving the loop aborts it on the workers
         self._finish()
         finish = self.asm.finish_reason
@@ -237,11 +242,11 @@ class _Run:
             delta: TokenDelta | None = first
             while delta is not None:
                 self._observe(delta)
-                text = self.asm.feed(delta)
-                if text.reasoning or text.content:
-                    yield ServerSentEvent(data=self._chunk(text, None, include_usage=include_usage))
-                if text.finish_reason is not None:
-                    yield ServerSentEvent(data=self._chunk(None, text.finish_reason, include_usage=include_usage))
+                segments, finish = self.asm.feed(delta)
+                for seg in segments:
+                    yield ServerSentEvent(data=self._chunk(seg, None, include_usage=include_usage))
+                if finish is not None:
+                    yield ServerSentEvent(data=self._chunk(None, finish, include_usage=include_usage))
                     break
                 delta = await anext(events, None)
             self._finish()

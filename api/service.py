@@ -87,7 +87,6 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest, fe: ModelFrontend,
 class TextDelta:
     reasoning: str = ""
     content: str = ""
-    finish_reason: str | None = None
 
 
 @dataclass
@@ -114,23 +113,27 @@ class Assembler:
     def num_reasoning_tokens(self) -> int:
         return self.splitter.num_reasoning_tokens
 
-    def feed(self, delta: TokenDelta) -> TextDelta:
-        out = TextDelta()
+    def feed(self, delta: TokenDelta) -> tuple[list[TextDelta], str | None]:
+        """Text segments in generation order, each all reasoning or all answer, and the finish
+        reason once the request is done. A delta that crosses `</think>` yields two segments, so
+        a streamed chunk never mixes reasoning with answer."""
+        segments: list[TextDelta] = []
         self.num_completion_tokens += len(delta.token_ids)
         pieces = self.splitter.feed(delta.token_ids)
         if self.prepared.kind == "completion":
             # Raw text: markers included, so decode the ids as they came.
-            out.content = self.stop.feed(self.content_text.step(delta.token_ids))
+            segments.append(TextDelta(content=self.stop.feed(self.content_text.step(delta.token_ids))))
         else:
             for piece in pieces:
                 if piece.is_reasoning:
-                    out.reasoning += self.reasoning_text.step(piece.token_ids)
+                    segments.append(TextDelta(reasoning=self.reasoning_text.step(piece.token_ids)))
                 else:
-                    out.content += self.stop.feed(self.content_text.step(piece.token_ids))
+                    segments.append(TextDelta(content=self.stop.feed(self.content_text.step(piece.token_ids))))
+        finish = None
         if self.stop.stopped:
-            out.finish_reason = "stop"
+            finish = "stop"
         elif delta.finish_reason is not None:
-            out.content += self.stop.flush()
-            out.finish_reason = FINISH_NAMES[delta.finish_reason]
-        self.finish_reason = out.finish_reason
-        return out
+            segments.append(TextDelta(content=self.stop.flush()))
+            finish = FINISH_NAMES[delta.finish_reason]
+        self.finish_reason = finish
+        return [seg for seg in segments if seg.reasoning or seg.content], finish

@@ -142,3 +142,17 @@ def test_models_health_admin_metrics(scripted_cluster: RunningCluster) -> None:
                  "splitmind_kv_transfer_seconds_bucket", "splitmind_decode_remote_kv_tokens_total"):
         assert name in metrics, name
     assert re.search(r'^splitmind_kv_transfer_seconds_count\{role="decode",worker="decode-0"\} [1-9]', metrics, re.M)
+
+
+def test_client_request_ids_are_echoed_and_may_repeat(scripted_cluster: RunningCluster) -> None:
+    """Bug: the client's x-request-id became the engine request id, so two concurrent requests
+    with the same header collided on a node. Fix: echo it; use a fresh id internally."""
+    c = client(scripted_cluster)
+
+    def one(_: int) -> tuple[str, str | None]:
+        raw = c.chat.completions.with_raw_response.create(
+            model="model", messages=MESSAGES, temperature=0, extra_headers={"x-request-id": "same-id"})
+        return raw.http_response.headers["x-request-id"], raw.parse().choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(4))) == [("same-id", ANSWER)] * 4
