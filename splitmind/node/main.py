@@ -27,6 +27,29 @@ def parse_spec(argv: list[str]) -> NodeSpec:
     return msgspec.json.decode(argv[1], type=NodeSpec)
 
 
+def parse_cpus(text: str) -> set[int]:
+    """"0", "2-3", "0,2-3" -> {0}, {2, 3}, {0, 2, 3}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def confine_to_cpus(spec: NodeSpec) -> None:
+    """Keep the node's engine processes (vLLM engine core, workers, NIXL threads) on its cores.
+
+    vLLM pins only the worker's compute threads. The engine-core process steps continuously
+    while a request waits for remote KV, and NIXL's threads poll; left to float they landed on
+    the other node's core. There they slowed its prefill 5-15x, and starved the UCX progress a
+    KV pull depends on (30 s stalls until the lease expired). Children inherit the affinity;
+    the frontend process floats again once the engine is up (see `_serve`): it mostly waits on
+    sockets, and sharing the model's core with it cost decode inter-token latency.
+    """
+    if spec.cpus:
+        os.sched_setaffinity(0, parse_cpus(spec.cpus))
+
+
 def set_vllm_environment(spec: NodeSpec) -> None:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(spec.engine.kv_cache_gib)
     if spec.cpus:
@@ -52,7 +75,10 @@ async def _serve(spec: NodeSpec, handler: object) -> None:
     from splitmind.node.runtime import NodeServer
 
     counters = EngineCounters()
+    all_cpus = os.sched_getaffinity(0)
+    confine_to_cpus(spec)  # the engine processes inherit this...
     engine = build_engine(spec, counters)
+    os.sched_setaffinity(0, all_cpus)  # ...while the frontend, mostly waiting on sockets, floats
     server = NodeServer(spec, engine, handler, counters)  # type: ignore[arg-type]
     main = asyncio.current_task()
     assert main is not None
