@@ -106,6 +106,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 "waiting_requests": s.num_waiting if s else 0,
                 "kv_usage": s.kv_usage if s else 0.0,
                 "open_streams": len(w.streams),
+                "mtp_tokens": w.info.mtp_tokens if w.info else None,
             })
         return out
 

@@ -51,6 +51,7 @@ class CheckpointSpec:
     intermediate_size: int = 256
     vocab_size: int = 320
     max_position_embeddings: int = 4096
+    mtp_layers: int = 0  # > 0: MiMo layout, with multi-token-prediction layers vLLM's MTP loads
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,10 +81,12 @@ def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> 
     tensors = _random_weights(spec, vocab_size, gen)
     if spec.weights == "scripted":
         _script(tensors, tokenizer, spec, gen)
+    for i in range(spec.mtp_layers):
+        tensors.update(_mtp_layer_weights(spec, i, gen))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "model.safetensors"))
 
     config = {
-        "architectures": ["Qwen2ForCausalLM"],
+        "architectures": ["MiMoForCausalLM" if spec.mtp_layers else "Qwen2ForCausalLM"],
         "model_type": "qwen2",
         "hidden_size": spec.hidden_size,
         "intermediate_size": spec.intermediate_size,
@@ -102,6 +105,8 @@ def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> 
         "bos_token_id": tokenizer.token_to_id(END_OF_TEXT),
         "eos_token_id": eos_id,
     }
+    if spec.mtp_layers:
+        config["num_nextn_predict_layers"] = spec.mtp_layers
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     generation = {"eos_token_id": [eos_id], "bos_token_id": config["bos_token_id"]}
     (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2))
@@ -136,6 +141,20 @@ def _random_weights(spec: CheckpointSpec, vocab: int, gen: torch.Generator) -> d
         t[p + "mlp.up_proj.weight"] = rnd(inter, h, std=0.2)
         t[p + "mlp.down_proj.weight"] = rnd(h, inter, std=0.2)
     return t
+
+
+def _mtp_layer_weights(spec: CheckpointSpec, index: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """One MiMo MTP layer: norms, `input_proj` (2h -> h) and an ordinary Qwen2 decoder layer,
+    named as vLLM's `mimo_mtp.py` loads them (0-indexed, no `mtp_block` wrapper)."""
+    layer = _random_weights(CheckpointSpec(**{**spec.__dict__, "num_layers": 1, "mtp_layers": 0}), 1, gen)
+    h = spec.hidden_size
+    p = f"model.mtp_layers.{index}."
+    body = "model.layers.0."
+    out = {p + name.removeprefix(body): t for name, t in layer.items() if name.startswith(body)}
+    for norm in ("token_layernorm", "hidden_layernorm", "final_layernorm"):
+        out[p + norm + ".weight"] = torch.ones(h)
+    out[p + "input_proj.weight"] = torch.randn(h, 2 * h, generator=gen) * 0.05
+    return out
 
 
 def scripted_chain(tok: Tokenizer, template: str, think_tokens: bool) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -23,6 +24,8 @@ def up(
     decode: Annotated[Optional[int], typer.Option(help="Decode nodes. [default: 1]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file ([cluster], [engine], [gateway]).")] = None,
     log_dir: Annotated[Path, typer.Option(help="Where node and gateway logs go.")] = Path(".splitmind/logs"),
+    mtp_tokens: Annotated[Optional[int], typer.Option(
+        help="MTP speculative tokens on the nodes; 0 turns MTP off. [default: 1 if the model has MTP layers]")] = None,
 ) -> None:
     """Start a gateway, prefill node(s) and decode node(s) on this machine; Ctrl-C stops them all."""
     from splitmind.config import load_cluster_config
@@ -31,6 +34,8 @@ def up(
     try:
         cfg = load_cluster_config(config, model=str(model) if model else None, host=host, port=port,
                                   num_prefill=prefill, num_decode=decode)
+        if mtp_tokens is not None:
+            cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mtp_tokens=mtp_tokens))
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -32,6 +32,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     kv_lease_s: int = 30  # how long a prefill node keeps KV that no decode node pulled
     kv_buffer_device: str = "auto"  # "auto": "cpu" on CPU, "cuda" on GPU
+    mtp_tokens: int | None = None  # MTP speculative tokens; None: 1 if the model has MTP layers; 0: off
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -44,6 +45,8 @@ class EngineConfig:
             raise ValueError("engine.max_num_seqs must be at least 1")
         if self.kv_lease_s < 1:
             raise ValueError("engine.kv_lease_s must be at least 1")
+        if self.mtp_tokens is not None and not 0 <= self.mtp_tokens <= 8:
+            raise ValueError("engine.mtp_tokens must be between 0 (off) and 8")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
     protocol_version: int
     model: str
     max_model_len: int
+    mtp_tokens: int = 0  # speculative tokens per step; 0: MTP off
 
 
 class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):

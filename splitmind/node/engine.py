@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from kv_transfer.nixl import nixl_kv_transfer_config
@@ -13,6 +15,30 @@ def on_gpu() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def num_mtp_layers(model_dir: str) -> int:
+    """MTP layers the checkpoint carries (MiMo, DeepSeek-V3 and Qwen3-Next name them so)."""
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        return 0
+    return int(json.loads(path.read_text()).get("num_nextn_predict_layers") or 0)
+
+
+def speculative_config(spec: NodeSpec) -> dict[str, Any] | None:
+    """MTP speculative decoding, on both roles.
+
+    Decode is where it pays. Prefill engines get the same method because the NIXL handshake
+    refuses peers whose speculative configuration differs (its compatibility hash includes it).
+    """
+    tokens = spec.engine.mtp_tokens
+    if tokens is None:
+        tokens = 1 if num_mtp_layers(spec.model) else 0
+    if tokens == 0:
+        return None
+    if not num_mtp_layers(spec.model):
+        raise ValueError(f"engine.mtp_tokens={tokens} but {spec.model} has no MTP layers")
+    return {"method": "mtp", "num_speculative_tokens": tokens}
 
 
 def engine_args(spec: NodeSpec) -> Any:
@@ -31,6 +57,7 @@ def engine_args(spec: NodeSpec) -> Any:
         enable_prefix_caching=cfg.enable_prefix_caching,
         kv_transfer_config=nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s),
         disable_log_stats=False,  # our stat logger needs the stats
+        speculative_config=speculative_config(spec),
     )
     return AsyncEngineArgs(**kwargs)
 

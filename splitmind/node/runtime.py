@@ -66,11 +66,14 @@ class NodeServer:
         self.started: set[str] = set()  # requests that produced output (running, not waiting)
         self.seq = 0
         self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
+        spec_config = engine.vllm_config.speculative_config
+        self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
 
     async def serve(self) -> None:
         self.rpc.bind(self.spec.rpc_address)
         self.pub.bind(self.spec.stats_address)
-        logger.info("node %s (%s) serving on %s", self.spec.worker_id, self.handler.role.name, self.spec.rpc_address)
+        logger.info("node %s (%s) serving on %s; MTP speculative tokens: %d", self.spec.worker_id,
+                    self.handler.role.name, self.spec.rpc_address, self.mtp_tokens)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._recv_loop())
@@ -107,7 +110,7 @@ class NodeServer:
             reply = HealthReply(
                 request_id=msg.request_id, worker_id=self.spec.worker_id, role=self.handler.role,
                 pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
-                model=self.spec.model, max_model_len=self.max_model_len,
+                model=self.spec.model, max_model_len=self.max_model_len, mtp_tokens=self.mtp_tokens,
             )
         await self._send(identity, reply)
 
