@@ -60,10 +60,19 @@ def train_bpe(
     vocab_size: int,
     *,
     with_think_tokens: bool = True,
+    split_digits: bool = False,
 ) -> Tokenizer:
-    """Train a byte-level BPE whose chat and think markers are single tokens."""
+    """Train a byte-level BPE whose chat and think markers are single tokens.
+
+    `split_digits` makes every digit its own token (arithmetic models learn per-digit steps).
+    """
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
