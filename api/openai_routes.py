@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.errors import sse_error_data
-from api.schemas import ChatCompletionRequest, CompletionRequest
+from api.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.service import Assembler, Prepared, TextDelta, prepare_chat, prepare_completion
 from api.state import GatewayState
 from router.pd import Generation
@@ -60,22 +60,20 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    st = _state(request)
-    req: ChatCompletionRequest = await _parse(request, ChatCompletionRequest)
-    _check_model(st, req.model)
-    t0 = time.perf_counter()
-    prepared = prepare_chat(req, st.frontend, _max_model_len(st))
-    return await _serve(request, st, prepared, stream=req.stream, include_usage=req.include_usage,
-                        model=req.model, t0=t0, return_token_ids=req.return_token_ids)
+    return await _handle(request, ChatCompletionRequest, prepare_chat)
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
+    return await _handle(request, CompletionRequest, prepare_completion)
+
+
+async def _handle(request: Request, schema: type[SamplingFields], prepare: Callable[..., Prepared]) -> Response:
     st = _state(request)
-    req: CompletionRequest = await _parse(request, CompletionRequest)
+    req = await _parse(request, schema)
     _check_model(st, req.model)
     t0 = time.perf_counter()
-    prepared = prepare_completion(req, st.frontend, _max_model_len(st))
+    prepared = prepare(req, st.frontend, _max_model_len(st))
     return await _serve(request, st, prepared, stream=req.stream, include_usage=req.include_usage,
                         model=req.model, t0=t0, return_token_ids=req.return_token_ids)
 
