@@ -148,6 +148,7 @@ class _Run:
         self.created = int(time.time())
         self.asm = Assembler(st.frontend, prepared)
         self.last_token_at: float | None = None
+        self.decode_first_observed = False
         self.id = ("chatcmpl-" if prepared.kind == "chat" else "cmpl-") + gen.request_id
 
     def _observe(self, delta: TokenDelta) -> None:
@@ -164,9 +165,9 @@ class _Run:
             gap = (now - self.last_token_at) / n
             for _ in range(n):
                 m.itl.observe(gap)
-        if self.gen.timings.decode_first_s is not None and not getattr(self, "_decode_first_seen", False):
+        if self.gen.timings.decode_first_s is not None and not self.decode_first_observed:
             m.decode_first.observe(self.gen.timings.decode_first_s)
-            self._decode_first_seen = True
+            self.decode_first_observed = True
         self.last_token_at = now
         m.generation_tokens.inc(n)
 

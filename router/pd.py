@@ -42,7 +42,6 @@ class PhaseTimings:
 
     prefill_s: float | None = None  # prefill request sent -> first token back
     decode_first_s: float | None = None  # decode request sent -> its first token (KV pull included)
-    num_remote_kv_tokens: int = 0
 
 
 @dataclass
@@ -105,8 +104,6 @@ class Generation:
             if delta.finish_reason is not None:
                 break
         self.timings.prefill_s = time.perf_counter() - sent
-        if self.timings.prefill_s is not None and delta.kv_transfer is not None:
-            self.timings.num_remote_kv_tokens = delta.kv_transfer.remote_num_tokens
         return msgspec.structs.replace(delta, token_ids=token_ids)
 
     async def _release(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:

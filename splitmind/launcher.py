@@ -119,6 +119,7 @@ class Cluster:
         self.say = say
         self.children: list[Child] = []
         self.specs = plan_nodes(cfg, model)
+        self.served_model_name = cfg.served_model_name or Path(model).name
         self.url = f"http://{cfg.host if cfg.host != '0.0.0.0' else '127.0.0.1'}:{cfg.port}"
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
@@ -163,7 +164,7 @@ class Cluster:
             if pending:
                 time.sleep(0.5)
         gw = GatewayConfig(
-            model=self.model, served_model_name=self.cfg.served_model_name or Path(self.model).name,
+            model=self.model, served_model_name=self.served_model_name,
             host=self.cfg.host, port=self.cfg.port, tuning=self.cfg.gateway,
             workers=tuple(WorkerAddress(s.worker_id, s.role, s.rpc_address, s.stats_address) for s in self.specs),
         )
@@ -174,7 +175,6 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise LaunchError(f"gateway not healthy after {timeout_s:g}s")
             time.sleep(0.3)
-        self.served_model_name = gw.served_model_name
 
     def wait(self, stop_requested: list[bool]) -> int:
         """Block until a stop is requested (0) or a child dies (1)."""
