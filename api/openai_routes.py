@@ -183,6 +183,7 @@ class _Run:
 
     async def collect(self) -> JSONResponse:
         reasoning, content = [], []
+        finish: str | None = None
         async for delta in self.gen.stream():
             self._observe(delta)
             self.token_ids += delta.token_ids
@@ -192,7 +193,6 @@ class _Run:
             if finish is not None:
                 break  # a stop string ends the request early; leaving the loop aborts it on the workers
         self._finish()
-        finish = self.asm.finish_reason
         if self.prepared.kind == "completion":
             choice: dict[str, Any] = {"index": 0, "text": "".join(content), "logprobs": None, "finish_reason": finish}
             obj = "text_completion"

@@ -100,7 +100,6 @@ class Assembler:
     content_text: TextStream = field(init=False)
     stop: StopMatcher = field(init=False)
     num_completion_tokens: int = 0
-    finish_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.splitter = ReasoningSplitter(self.fe.think_start_id, self.fe.think_end_id,
@@ -135,5 +134,4 @@ class Assembler:
         elif delta.finish_reason is not None:
             segments.append(TextDelta(content=self.stop.flush()))
             finish = FINISH_NAMES[delta.finish_reason]
-        self.finish_reason = finish
         return [seg for seg in segments if seg.reasoning or seg.content], finish

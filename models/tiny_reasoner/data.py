@@ -57,20 +57,26 @@ def spell(n: int) -> str:
 PLACES = ["units", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands"]
 
 
-def _add_steps(a: int, b: int) -> tuple[list[str], int]:
-    da, db = str(a)[::-1], str(b)[::-1]
+def _carry_columns(columns: list[tuple[str, int]]) -> tuple[list[str], int]:
+    """Columns from the units up, each (expression, its value without carry): one line per
+    column with the carry spelled out, then the result."""
     lines, carry, out = [], 0, []
-    for i in range(max(len(da), len(db))):
-        x = int(da[i]) if i < len(da) else 0
-        y = int(db[i]) if i < len(db) else 0
-        s = x + y + carry
-        lines.append(f"{PLACES[i]}: {x}+{y}+{carry}={s}, write {s % 10} carry {s // 10}")
+    for i, (expr, value) in enumerate(columns):
+        s = value + carry
+        lines.append(f"{PLACES[i]}: {expr}+{carry}={s}, write {s % 10} carry {s // 10}")
         out.append(s % 10)
         carry = s // 10
     if carry:
         out.append(carry)
         lines.append(f"last carry {carry}")
     return lines, int("".join(map(str, reversed(out))))
+
+
+def _add_steps(a: int, b: int) -> tuple[list[str], int]:
+    da, db = str(a)[::-1], str(b)[::-1]
+    digits = [(int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0)
+              for i in range(max(len(da), len(db)))]
+    return _carry_columns([(f"{x}+{y}", x + y) for x, y in digits])
 
 
 def _sub_steps(a: int, b: int) -> tuple[list[str], int]:
@@ -93,17 +99,7 @@ def _sub_steps(a: int, b: int) -> tuple[list[str], int]:
 
 
 def _mul_steps(a: int, d: int) -> tuple[list[str], int]:
-    da = str(a)[::-1]
-    lines, carry, out = [], 0, []
-    for i, ch in enumerate(da):
-        p = int(ch) * d + carry
-        lines.append(f"{PLACES[i]}: {ch}*{d}+{carry}={p}, write {p % 10} carry {p // 10}")
-        out.append(p % 10)
-        carry = p // 10
-    if carry:
-        out.append(carry)
-        lines.append(f"last carry {carry}")
-    return lines, int("".join(map(str, reversed(out))))
+    return _carry_columns([(f"{ch}*{d}", int(ch) * d) for ch in str(a)[::-1]])
 
 
 def reasoning(p: Problem) -> list[str]:

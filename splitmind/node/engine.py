@@ -31,12 +31,13 @@ def speculative_config(spec: NodeSpec) -> dict[str, Any] | None:
     Decode is where it pays. Prefill engines get the same method because the NIXL handshake
     refuses peers whose speculative configuration differs (its compatibility hash includes it).
     """
+    layers = num_mtp_layers(spec.model)
     tokens = spec.engine.mtp_tokens
     if tokens is None:
-        tokens = 1 if num_mtp_layers(spec.model) else 0
+        tokens = 1 if layers else 0
     if tokens == 0:
         return None
-    if not num_mtp_layers(spec.model):
+    if not layers:
         raise ValueError(f"engine.mtp_tokens={tokens} but {spec.model} has no MTP layers")
     return {"method": "mtp", "num_speculative_tokens": tokens}
 

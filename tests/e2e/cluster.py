@@ -8,27 +8,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
+from splitmind.launcher import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SPLITMIND = ROOT / ".venv" / "bin" / "splitmind"
 STOP_LIMIT_S = 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RunningCluster:
     def __init__(self, model: Path, workdir: Path, *, prefill: int, decode: int = 1, config: str = "") -> None:
-        self.port = free_port()
+        self.port = free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
