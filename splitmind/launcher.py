@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,10 +44,33 @@ class Child:
     log_file: IO[bytes]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that is free now and that the kernel will not hand out on its own.
+
+    Ports are chosen here but bound by the nodes tens of seconds later. A port from bind(0)
+    lies in the kernel's ephemeral range, where vLLM's engines and every outgoing connection
+    take ports in the meantime: a node once died on "Address already in use" for its stats
+    port. Ports below that range are only ever taken by explicit binds.
+    """
+    low, _ = _ephemeral_range()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)  # launchers starting together rarely pick the same port
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise LaunchError(f"no free port below the ephemeral range ({low}) on {host}")
 
 
 def split_cpus(num_nodes: int) -> list[str]:

@@ -12,3 +12,15 @@ def test_plan_gives_every_node_its_own_ports() -> None:
     assert [s.worker_id for s in specs] == ["prefill-0", "prefill-1", "decode-0", "decode-1"]
     ports = [p for s in specs for p in (s.rpc_address, s.stats_address, str(s.nixl_port))]
     assert len(set(ports)) == len(ports)
+
+
+def test_ports_avoid_the_kernels_ephemeral_range() -> None:
+    """Bug: ports came from bind(0), inside the ephemeral range; between planning and the
+    node's bind, vLLM or an outgoing connection took one ("Address already in use").
+    Fix: choose below the ephemeral range, which the kernel never hands out by itself."""
+    from splitmind.launcher import _ephemeral_range, free_port
+
+    low, _ = _ephemeral_range()
+    ports = {free_port("127.0.0.1") for _ in range(50)}
+    assert all(1024 <= p < low for p in ports)
+    assert len(ports) > 40  # random picks: concurrent launchers rarely collide
