@@ -18,11 +18,27 @@ THINK_START = "<think>"
 THINK_END = "</think>"
 
 
+def load_hf_tokenizer(model_dir: str) -> Any:
+    """The checkpoint's tokenizer exactly as its tokenizer.json defines it, when it has one.
+
+    transformers' AutoTokenizer picks the tokenizer class from the model type for some families
+    (qwen2 among them, `MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS`) and that class rebuilds the
+    pre-tokenizer from the family's defaults, ignoring tokenizer.json's. A checkpoint whose
+    tokenizer differs from its family's, such as the bundled tiny reasoner (every digit and `_`
+    its own piece), is then served token ids it was never trained on.
+    """
+    if (Path(model_dir) / "tokenizer.json").exists():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(model_dir)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
 class ModelFrontend:
     def __init__(self, model_dir: str) -> None:
-        from transformers import AutoTokenizer
-
-        self.hf = AutoTokenizer.from_pretrained(model_dir)
+        self.hf = load_hf_tokenizer(model_dir)
         self.tokenizer: Tokenizer = self.hf.backend_tokenizer
         self.think_start_id = self._single_token(THINK_START)
         self.think_end_id = self._single_token(THINK_END)
