@@ -13,7 +13,6 @@ Two kinds of weights:
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
+from models.hf_layout import Qwen2Shape, write_config
 from models.tokenizer import (
     DEFAULT_CORPUS,
     END_OF_TEXT,
@@ -30,6 +30,7 @@ from models.tokenizer import (
     THINK_END,
     THINK_START,
     save_hf_tokenizer,
+    token_id,
     train_bpe,
 )
 
@@ -75,7 +76,7 @@ def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> 
     template = TEMPLATE_THINK_IN_PROMPT if spec.template == "think_in_prompt" else TEMPLATE_PLAIN
     save_hf_tokenizer(tokenizer, out_dir, template)
     vocab_size = tokenizer.get_vocab_size()
-    eos_id = tokenizer.token_to_id(IM_END)
+    eos_id = token_id(tokenizer, IM_END)
 
     gen = torch.Generator().manual_seed(spec.seed)
     tensors = _random_weights(spec, vocab_size, gen)
@@ -85,31 +86,11 @@ def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> 
         tensors.update(_mtp_layer_weights(spec, i, gen))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "model.safetensors"))
 
-    config = {
-        "architectures": ["MiMoForCausalLM" if spec.mtp_layers else "Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_layers,
-        "num_attention_heads": spec.num_heads,
-        "num_key_value_heads": spec.num_kv_heads,
-        "max_position_embeddings": spec.max_position_embeddings,
-        "max_window_layers": spec.num_layers,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "hidden_act": "silu",
-        "vocab_size": vocab_size,
-        "tie_word_embeddings": False,
-        "use_sliding_window": False,
-        "torch_dtype": "float32",
-        "bos_token_id": tokenizer.token_to_id(END_OF_TEXT),
-        "eos_token_id": eos_id,
-    }
-    if spec.mtp_layers:
-        config["num_nextn_predict_layers"] = spec.mtp_layers
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    generation = {"eos_token_id": [eos_id], "bos_token_id": config["bos_token_id"]}
-    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    shape = Qwen2Shape(
+        hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size, num_layers=spec.num_layers,
+        num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads, vocab_size=vocab_size,
+        max_position_embeddings=spec.max_position_embeddings, mtp_layers=spec.mtp_layers)
+    write_config(out_dir, shape, bos_token_id=token_id(tokenizer, END_OF_TEXT), eos_token_id=eos_id)
     return out_dir
 
 
@@ -162,19 +143,12 @@ def scripted_chain(tok: Tokenizer, template: str, think_tokens: bool) -> list[in
     ids: list[int] = []
     if think_tokens:
         if template == "plain":
-            ids.append(_token_id(tok, THINK_START))
+            ids.append(token_id(tok, THINK_START))
         ids += tok.encode(SCRIPT_REASONING).ids
-        ids.append(_token_id(tok, THINK_END))
+        ids.append(token_id(tok, THINK_END))
     ids += tok.encode(SCRIPT_ANSWER).ids
-    ids.append(_token_id(tok, IM_END))
+    ids.append(token_id(tok, IM_END))
     return ids
-
-
-def _token_id(tok: Tokenizer, text: str) -> int:
-    token_id = tok.token_to_id(text)
-    if token_id is None:
-        raise ValueError(f"{text!r} is not a single token")
-    return int(token_id)
 
 
 def _script(
