@@ -110,10 +110,6 @@ class Batch:
     ids: torch.Tensor  # (batch, seq), padded
     labels: torch.Tensor  # (batch, seq), IGNORE on padding
 
-    @property
-    def num_tokens(self) -> int:
-        return int((self.labels != IGNORE).sum())
-
 
 def collate(samples: list[Sample], pad_id: int) -> Batch:
     seq = max(len(s.ids) for s in samples)
