@@ -17,7 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 @app.command()
 def up(
-    model: Annotated[Optional[Path], typer.Option(help="Model directory (a Hugging Face checkpoint).")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Model directory (a Hugging Face checkpoint). [default: the bundled models/tiny-reasoner]")] = None,
     host: Annotated[Optional[str], typer.Option(help="Gateway host. [default: 127.0.0.1]")] = None,
     port: Annotated[Optional[int], typer.Option(help="Gateway port. [default: 8000]")] = None,
     prefill: Annotated[Optional[int], typer.Option(help="Prefill nodes; 0 = colocated. [default: 1]")] = None,
@@ -40,12 +41,14 @@ def up(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if cfg.model is None:
-        typer.echo("error: no model given. Pass --model DIR (a Hugging Face checkpoint directory).\n"
-                   "To try the system without one: splitmind make-test-model /tmp/tiny && "
-                   "splitmind up --model /tmp/tiny", err=True)
-        raise typer.Exit(2)
-    if not (Path(cfg.model) / "config.json").exists():
-        typer.echo(f"error: {cfg.model} is not a model directory (no config.json)", err=True)
+        from models import BUNDLED_MODEL
+
+        cfg = dataclasses.replace(cfg, model=str(BUNDLED_MODEL))
+    model_dir = Path(str(cfg.model))
+    if not (model_dir / "config.json").exists():
+        typer.echo(f"error: {model_dir} is not a model directory (no config.json). Pass --model DIR, a Hugging "
+                   "Face checkpoint directory, or retrain the bundled one: "
+                   ".venv/bin/python -m models.tiny_reasoner.build", err=True)
         raise typer.Exit(2)
 
     stop_requested: list[bool] = []
@@ -53,7 +56,7 @@ def up(
     def on_signal(signum: int, frame: object) -> None:
         stop_requested.append(True)
 
-    cluster = Cluster(cfg, str(Path(cfg.model).resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"))
+    cluster = Cluster(cfg, str(model_dir.resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"))
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     code = 0
