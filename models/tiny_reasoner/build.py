@@ -1,4 +1,4 @@
-"""Retrain the bundled tiny reasoner from scratch: one command, about 55 minutes on 2 CPU cores.
+"""Retrain the bundled tiny reasoner from scratch: one command, about an hour on 2 CPU cores.
 
     .venv/bin/python -m models.tiny_reasoner.build                 # writes models/tiny-reasoner/
 
@@ -9,7 +9,10 @@
 5. model card: README.md with the recipe, the timings and the measured numbers.
 
 Everything is seeded; the tokenizer and data are identical run to run, the weights up to the
-floating-point nondeterminism of multithreaded CPU kernels.
+floating-point nondeterminism of multithreaded CPU kernels. Training speed is what varies
+between hosts of the same kind: 2400 steps of this model and batch size ran at 5,820 tokens/s
+(42 min) on one 2-vCPU host and 4,030 tokens/s (59 min) on another; the model card has the
+build's own times.
 """
 
 from __future__ import annotations

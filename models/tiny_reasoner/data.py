@@ -22,17 +22,20 @@ that:
   the check) sits in a field of fixed width, `_`-padded, on lines of fixed length, so it is
   always the same number of tokens back:
 
-      units: 1+9+0=10, carry 1, so far 0_____
-      tens: 2+7+1=10, carry 1, so far 00____
-      hundreds: 8+3+1=12, carry 1, so far 200___
-      thousands: 4+0+1=05, carry 0, so far 5200__
+      units: 1+9=10, +0=10, carry 1, so far 0_____
+      tens: 2+7=09, +1=10, carry 1, so far 00____
+      hundreds: 8+3=11, +1=12, carry 1, so far 200___
+      thousands: 4+0=04, +1=05, carry 0, so far 5200__
 
-  Column results are always two digits. A subtraction column adds 10 every time
-  (`2-7-1+10=04`): a result under 10 means the ten was borrowed, and the digits sit where an
-  addition column has them. A product column multiplies first and adds the carry after
-  (`3*5=15, +4=19`): two small steps, not one big one. A subtraction whose last borrow is left
-  over has found that b > a, and computes b-a instead: that decides the sign without comparing
-  numbers in one step.
+  Every column works in two small steps of two numbers each: the digits first, then the
+  carry (`2+7=09, +1=10`), the borrow (`2-7+10=05, -1=04`) or, in a product, the carry after
+  the digit product (`3*5=15, +4=19`). Three numbers summed in one step (`2+7+1=10`) was the
+  first checkpoint's most common error: the units digit of the result came out one off, in 11% of
+  addition columns and 27% of subtraction columns (`bench/reasoner_errors.py`). Column results
+  are always two digits. A subtraction column adds 10 every time: a result under 10 means the
+  ten was borrowed, and the digits sit where an addition column has them. A subtraction whose
+  last borrow is left over has found that b > a, and computes b-a instead: that decides the
+  sign without comparing numbers in one step.
 
 Each result is then checked another way (sums by subtracting b back, differences by adding
 back, products by long division), carrying the result along, so that it is the last thing
@@ -132,7 +135,8 @@ def _add_columns(x: str, y: str, tail: str = "") -> tuple[list[str], str]:
         dx, dy = _digit(x, i), _digit(y, i)
         s = dx + dy + carry
         so_far = str(s % 10) + so_far
-        lines.append(f"{PLACES[i]}: {dx}+{dy}+{carry}={s:02d}, carry {s // 10}, so far {field(so_far)}{tail}")
+        lines.append(f"{PLACES[i]}: {dx}+{dy}={dx + dy:02d}, +{carry}={s:02d}, carry {s // 10}, "
+                     f"so far {field(so_far)}{tail}")
         carry, i = s // 10, i + 1
     return lines, so_far
 
@@ -145,7 +149,8 @@ def _sub_columns(x: str, y: str, tail: str = "") -> tuple[list[str], str, int]:
         dx, dy = _digit(x, i), _digit(y, i)
         t = 10 + dx - dy - borrow
         so_far = str(t % 10) + so_far
-        lines.append(f"{PLACES[i]}: {dx}-{dy}-{borrow}+10={t:02d}, borrow {int(t < 10)}, so far {field(so_far)}{tail}")
+        lines.append(f"{PLACES[i]}: {dx}-{dy}+10={10 + dx - dy:02d}, -{borrow}={t:02d}, borrow {int(t < 10)}, "
+                     f"so far {field(so_far)}{tail}")
         borrow = int(t < 10)
     return lines, so_far, borrow
 

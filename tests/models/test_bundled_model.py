@@ -20,10 +20,10 @@ def test_tokenizer_and_template_round_trip() -> None:
     tok = load_hf_tokenizer(str(BUNDLED_MODEL))
     for marker in ("<think>", "</think>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"):
         assert len(tok.encode(marker, add_special_tokens=False)) == 1, marker
-    text = "<think>\nunits: 1+9+0=10, carry 1, so far 0_____\n</think>\n\nThe answer is 5200."
+    text = "<think>\nunits: 1+9=10, +0=10, carry 1, so far 0_____\n</think>\n\nThe answer is 5200."
     ids = tok.encode(text, add_special_tokens=False)
     assert tok.decode(ids) == text  # think markers are not special: text output keeps them
-    assert sum(1 for i in ids if tok.convert_ids_to_tokens(i).isdigit()) == 10  # one token per digit
+    assert sum(1 for i in ids if tok.convert_ids_to_tokens(i).isdigit()) == 13  # one token per digit
     msgs = [{"role": "user", "content": "What is 1+2?"}]
     assert tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False).endswith(
         "<|im_start|>assistant\n<think>\n")
