@@ -1,6 +1,6 @@
 """Quality of the tiny reasoner, measured through the real serving path.
 
-    .venv/bin/python bench/reasoner_eval.py                  # bundled model, ~4 minutes on 2 cores
+    .venv/bin/python bench/reasoner_eval.py                  # bundled model, about 5 minutes on 2 cores
 
 Starts `splitmind up` (one prefill node, one decode node with MTP, NIXL between them), unless
 `--url` points at a running gateway, and asks it fresh problems from the training distribution
