@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from models import BUNDLED_MODEL
 from models.test_checkpoints import CheckpointSpec, build_checkpoint
 from tests.e2e.cluster import RunningCluster
 
@@ -46,6 +47,21 @@ def random_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     config = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
     yield from _cluster(tmp_path_factory.mktemp("clusters"), "random", CheckpointSpec(weights="random"),
                         prefill=1, config=config)
+
+
+@pytest.fixture(scope="session")
+def reasoner_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """PD cluster on the bundled tiny reasoner, the model `splitmind up` serves by default: MTP
+    on by itself (it has an MTP layer). Prefix caching is off so that a colocated baseline is
+    computed from scratch, never from KV that arrived by transfer."""
+    tmp = tmp_path_factory.mktemp("clusters") / "reasoner"
+    config = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
+    cluster = RunningCluster(BUNDLED_MODEL, tmp, prefill=1, config=config)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def client(cluster: RunningCluster) -> OpenAI:

@@ -29,9 +29,10 @@ def settled_remote_kv_tokens(cluster: RunningCluster) -> int:
 
 
 def generate(cluster: RunningCluster, prompt: list[int], route: str) -> tuple[list[int], httpx.Response]:
-    raw = client(cluster).completions.with_raw_response.create(
-        model="model", prompt=prompt, max_tokens=24, temperature=0, extra_body={"ignore_eos": True,
-                                                                              "return_token_ids": True},
+    api = client(cluster)
+    raw = api.completions.with_raw_response.create(
+        model=api.models.list().data[0].id, prompt=prompt, max_tokens=24, temperature=0,
+        extra_body={"ignore_eos": True, "return_token_ids": True},
         extra_headers={"x-splitmind-route": route},
     )
     body = raw.parse()
