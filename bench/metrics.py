@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 
@@ -18,3 +19,10 @@ def spec_counters(url: str) -> tuple[float, float]:
     """(drafted, accepted) MTP tokens on the decode nodes so far."""
     return (counter_sum(url, "splitmind_spec_draft_tokens_total"),
             counter_sum(url, "splitmind_spec_accepted_tokens_total"))
+
+
+def spec_delta(url: str, before: tuple[float, float]) -> tuple[float, float]:
+    """(drafted, accepted) since `before`, once the counters have caught up."""
+    time.sleep(1.2)  # the decode node's stats heartbeat carries the last steps' counters
+    after = spec_counters(url)
+    return after[0] - before[0], after[1] - before[1]

@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.metrics import spec_counters  # noqa: E402
+from bench.metrics import spec_counters, spec_delta  # noqa: E402
 from models import BUNDLED_MODEL  # noqa: E402
 from models.tiny_reasoner.data import Problem, sample_problem  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
@@ -100,9 +100,7 @@ def measure(url: str, model: str, mtp: int, batch: int, questions: list[str]) ->
         texts += [r[0] for r in results]
         tokens += sum(r[1] - 1 for r in results)
         seconds += max(r[3] for r in results) - min(r[2] for r in results)
-    time.sleep(1.2)  # the decode node's stats heartbeat carries the last step's counters
-    after = spec_counters(url)
-    return Run(mtp, batch, tokens, seconds, after[0] - before[0], after[1] - before[1]), texts
+    return Run(mtp, batch, tokens, seconds, *spec_delta(url, before)), texts
 
 
 def hard_problems(n: int, seed: int) -> list[Problem]:

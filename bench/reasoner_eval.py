@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.metrics import spec_counters  # noqa: E402
+from bench.metrics import spec_counters, spec_delta  # noqa: E402
 from models import BUNDLED_MODEL  # noqa: E402
 from models.tiny_reasoner.data import FORCED_END, Problem, sample_problem  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
@@ -172,12 +172,6 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def spec_delta(url: str, before: tuple[float, float]) -> tuple[float, float]:
-    time.sleep(1.2)  # the decode node's stats heartbeat carries the last steps' counters
-    after = spec_counters(url)
-    return after[0] - before[0], after[1] - before[1]
 
 
 def evaluate(url: str, model_dir: Path, problems: list[Problem], concurrency: int
