@@ -1,13 +1,13 @@
 """Where the tiny reasoner's traces go wrong: teacher-forced errors by step of the trace.
 
-    .venv/bin/python bench/reasoner_errors.py [--model DIR] [--problems 300]     # ~1 minute
+    .venv/bin/python bench/reasoner_errors.py [--model DIR] [--problems 300]     # under a minute
 
 A trace is deterministic, so each reply token has one right value. This runs the checkpoint
 once over fresh problems with the right trace as input (no generation, no server) and counts,
 for every kind of step, how often the model's top token is wrong there. A step is named by the
 text of its line up to that token, digits as `#` and place names as `P`, and by whether it is
-in the computation (`main`) or in the re-check that follows it (`check`): `main - P: #-#-#+10=#`
-is the second digit of a subtraction column's result. The table lists the steps with the most
+in the computation (`main`) or in the re-check that follows it (`check`): `main P: #-#+##=##, -#=#`
+is the second digit of a subtraction column's result once the borrow is taken. The table lists the steps with the most
 errors; exact match (every token of the trace right) per operation comes first.
 
 It needs the trace format the checkpoint was trained on (`models/tiny_reasoner/data.py` at the

@@ -22,15 +22,23 @@ allow_route_override = true
 """
 
 
-def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG
-             ) -> Iterator[RunningCluster]:
-    model = build_checkpoint(tmp / name / "model", spec)
-    cluster = RunningCluster(model, tmp / name, prefill=prefill, config=config)
+# Prefix caching off on both nodes, so that a colocated baseline is computed from scratch, never
+# from KV that arrived by transfer.
+NO_PREFIX_CACHING_CONFIG = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
+
+
+def _running(model: Path, workdir: Path, *, prefill: int, config: str) -> Iterator[RunningCluster]:
+    cluster = RunningCluster(model, workdir, prefill=prefill, config=config)
     try:
         cluster.wait_ready()
         yield cluster
     finally:
         cluster.stop()
+
+
+def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG
+             ) -> Iterator[RunningCluster]:
+    yield from _running(build_checkpoint(tmp / name / "model", spec), tmp / name, prefill=prefill, config=config)
 
 
 @pytest.fixture(scope="session")
@@ -42,26 +50,17 @@ def scripted_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
 
 @pytest.fixture(scope="session")
 def random_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """PD cluster on random weights (KV-sensitive), prefix caching off on both nodes so that a
-    colocated baseline is computed from scratch, never from KV that arrived by transfer."""
-    config = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
+    """PD cluster on random weights (KV-sensitive), prefix caching off."""
     yield from _cluster(tmp_path_factory.mktemp("clusters"), "random", CheckpointSpec(weights="random"),
-                        prefill=1, config=config)
+                        prefill=1, config=NO_PREFIX_CACHING_CONFIG)
 
 
 @pytest.fixture(scope="session")
 def reasoner_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     """PD cluster on the bundled tiny reasoner, the model `splitmind up` serves by default: MTP
-    on by itself (it has an MTP layer). Prefix caching is off so that a colocated baseline is
-    computed from scratch, never from KV that arrived by transfer."""
-    tmp = tmp_path_factory.mktemp("clusters") / "reasoner"
-    config = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
-    cluster = RunningCluster(BUNDLED_MODEL, tmp, prefill=1, config=config)
-    try:
-        cluster.wait_ready()
-        yield cluster
-    finally:
-        cluster.stop()
+    on by itself (it has an MTP layer). Prefix caching off."""
+    workdir = tmp_path_factory.mktemp("clusters") / "reasoner"
+    yield from _running(BUNDLED_MODEL, workdir, prefill=1, config=NO_PREFIX_CACHING_CONFIG)
 
 
 def client(cluster: RunningCluster) -> OpenAI:
