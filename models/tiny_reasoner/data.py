@@ -98,6 +98,36 @@ def sample_problem(rng: random.Random, op_weights: tuple[float, float, float] | 
     return Problem(_number(rng, rng.randint(1, 5)), _number(rng, rng.randint(1, 5)), op)
 
 
+def sample_hard_problem(rng: random.Random) -> Problem:
+    """A problem of the stated distribution's hardest shapes, oversampled in training (`Mix.hard`).
+
+    These are where the served eval of the previous checkpoint went wrong (docs/benchmarks.md),
+    and each is rare in the stated distribution:
+    - near operands, whose difference is shorter than both (137-59, 5638-5524, 79-78): the
+      top columns cancel, and the `drop a leading 0` steps follow;
+    - a long number and a short one (11884+4, 7+5298), often over a run of 9s, so that one carry
+      travels through places where the short number has no digit;
+    - products by 6-9, whose carries are largest (27*8, 876*8).
+    """
+    kind = rng.random()
+    if kind < 0.4:
+        digits = rng.randint(2, 5)
+        a = _number(rng, digits)
+        delta = _number(rng, rng.randint(1, digits - 1))
+        b = a - delta if a - delta >= 0 and (rng.random() < 0.5 or a + delta >= 10**5) else a + delta
+        return Problem(a, b, "-")
+    if kind < 0.7:
+        digits = rng.randint(4, 5)
+        long = _number(rng, digits)
+        if rng.random() < 0.3:  # a run of 9s at the bottom: 19997+4
+            nines = rng.randint(1, digits - 1)
+            long = long // 10**nines * 10**nines + 10**nines - 1 - rng.randint(0, 3)
+        short = _number(rng, rng.randint(1, 2))
+        a, b = (long, short) if rng.random() < 0.7 else (short, long)
+        return Problem(a, b, rng.choice("+-"))
+    return Problem(_number(rng, rng.randint(2, 3)), rng.randint(6, 9), "*")
+
+
 def _number(rng: random.Random, digits: int) -> int:
     return rng.randint(0, 9) if digits == 1 else rng.randint(10 ** (digits - 1), 10**digits - 1)
 

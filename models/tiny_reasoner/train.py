@@ -24,9 +24,9 @@ from models.tiny_reasoner.samples import IGNORE, Batch, Mix, Sample, SampleBuild
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2400
+    steps: int = 3000
     tokens_per_batch: int = 6144  # padded tokens per step
-    num_samples: int = 70_000  # drawn once (about one epoch at the default steps); cycled if more are needed
+    num_samples: int = 88_000  # drawn once (about one epoch at the default steps); cycled if more are needed
     peak_lr: float = 2.4e-3
     warmup_steps: int = 100
     final_lr_fraction: float = 0.05
@@ -37,7 +37,15 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     mix: Mix = field(default_factory=Mix)
-    compile: bool = True  # torch.compile(dynamic=True): about 1.1x faster steps on 2 CPU cores, ~1 min to compile
+    compile: bool = True  # torch.compile(dynamic=True): ~1 min to compile, then faster steps (below)
+    # Matmuls in bfloat16 under autocast (weights, optimizer and loss stay float32) where the CPU
+    # has bfloat16 instructions (AVX512-BF16/AMX; None: detect). On a 2-vCPU EPYC host: float32
+    # 3,900 tokens/s, bfloat16 5,400, bfloat16 compiled 7,100 (float32 compiled: 3,900).
+    bf16: bool | None = None
+
+    @property
+    def use_bf16(self) -> bool:
+        return bf16_supported() if self.bf16 is None else self.bf16
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.tokens_per_batch < 512 or self.num_samples < 1:
@@ -59,6 +67,10 @@ class EvalResult:
     token_accuracy: float
     mtp_accuracy: float  # MTP top-1 on the same tokens: about the draft acceptance rate
     loss: float
+
+
+def bf16_supported() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def losses(model: torch.nn.Module, batch: Batch, mtp_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +118,7 @@ def train(model: TinyReasoner, builder: SampleBuilder, cfg: TrainConfig, say: Ca
     t0 = time.monotonic()
     samples = [builder.draw(rng, mix) for _ in range(cfg.num_samples)]
     eval_rng = random.Random(cfg.seed + 1_000_003)  # problems disjoint in stream from training
-    held_out = [builder.draw(eval_rng, Mix(cut=0, no_think=0, op_weights=(1, 1, 1)))
+    held_out = [builder.draw(eval_rng, Mix(cut=0, no_think=0, hard=0, op_weights=(1, 1, 1)))
                 for _ in range(cfg.num_eval_problems)]
     say(f"data: {len(samples)} samples, {sum(len(s.ids) for s in samples) / 1e6:.1f}M tokens "
         f"({time.monotonic() - t0:.0f}s)")
@@ -115,6 +127,8 @@ def train(model: TinyReasoner, builder: SampleBuilder, cfg: TrainConfig, say: Ca
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.peak_lr, betas=(0.9, 0.95))
+    bf16 = cfg.use_bf16
+    say(f"matmuls in {'bfloat16 (autocast)' if bf16 else 'float32'}{', compiled' if cfg.compile else ''}")
     forward: torch.nn.Module = torch.compile(model, dynamic=True) if cfg.compile else model  # type: ignore[assignment]
     step, tokens, t_start = 0, 0, time.monotonic()
     window_loss, window_n = 0.0, 0
@@ -125,7 +139,8 @@ def train(model: TinyReasoner, builder: SampleBuilder, cfg: TrainConfig, say: Ca
                 break
             for group in opt.param_groups:
                 group["lr"] = cfg.lr(step)
-            loss, lm = losses(forward, batch, cfg.mtp_loss_weight)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, lm = losses(forward, batch, cfg.mtp_loss_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
