@@ -72,7 +72,8 @@ class Outcome:
 def judge(text: str, answer: int, reasoning_tokens: int) -> Answer:
     text = text.strip()
     m = ANSWER.search(text)
-    return Answer(text, bool(m and int(m.group(1)) == answer), m is not None and "\n" not in text,
+    # Exact match on the number as written: "01" for 1 is wrong (a skipped `drop a leading 0`).
+    return Answer(text, bool(m and m.group(1) == str(answer)), m is not None and "\n" not in text,
                   reasoning_tokens)
 
 
@@ -125,8 +126,8 @@ def rows(outcomes: list[Outcome]) -> list[tuple[str, list[Answer]]]:
             ("off (`enable_thinking: false`)", off)]
 
 
-def tables(outcomes: list[Outcome], mtp: dict[str, tuple[float, float]], seconds: float) -> str:
-    out = [f"{len(outcomes)} problems (seed {EVAL_SEED}), greedy, gateway → prefill → NIXL → decode with MTP, "
+def tables(outcomes: list[Outcome], mtp: dict[str, tuple[float, float]], seconds: float, seed: int) -> str:
+    out = [f"{len(outcomes)} problems (seed {seed}), greedy, gateway → prefill → NIXL → decode with MTP, "
            f"{seconds:.0f} s.", "",
            "| thinking | accuracy | well-formed answer line | mean reasoning tokens |", "|---|---:|---:|---:|"]
     for name, answers in rows(outcomes):
@@ -202,11 +203,12 @@ def main() -> None:
     ap.add_argument("--url", help="a running gateway that serves --model (default: start one)")
     ap.add_argument("--problems", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=EVAL_SEED, help="of the problems (training uses 0)")
     ap.add_argument("--out", type=Path, help="where eval.json, eval.md and the plot go (default: --model)")
     args = ap.parse_args()
     out = args.out or args.model
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(EVAL_SEED)
+    rng = random.Random(args.seed)
     problems = [sample_problem(rng) for _ in range(args.problems)]
 
     cluster = None
@@ -223,7 +225,7 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.stop()
-    report = tables(outcomes, mtp, seconds)
+    report = tables(outcomes, mtp, seconds, args.seed)
     print(report)
     (out / "eval.md").write_text(report)
     (out / "eval.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1) + "\n")

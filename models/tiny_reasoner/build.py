@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     timings["total"] = time.monotonic() - t_all
 
     say("5/5 model card")
-    recipe = {"train": {**asdict(cfg), "bf16": cfg.use_bf16}, "shape": MODEL_SHAPE, "vocab_size": tokenizer.get_vocab_size(),
-              "parameters": model.num_parameters(), "held_out": asdict(result), "timings_s": timings}
+    recipe = {"train": {**asdict(cfg), "bf16": cfg.use_bf16}, "shape": MODEL_SHAPE,
+              "vocab_size": tokenizer.get_vocab_size(), "parameters": model.num_parameters(),
+              "held_out": asdict(result), "timings_s": timings}
     (args.out / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
     write_card(args.out)
     say(f"done in {timings['total'] / 60:.1f} min: {args.out}")

@@ -33,6 +33,8 @@ def write_card(model_dir: Path) -> Path:
     mix = train["mix"]
     example = Problem(4821, 379, "+")
     timing_rows = "\n".join(f"| {name} | {_minutes(s)} |" for name, s in timings.items())
+    precision = ("Matrix products in bfloat16 (autocast; weights, optimizer state and loss in float32)"
+                 if train.get("bf16") else "float32")
     evaluation = eval_md.read_text() if eval_md.exists() else "(not evaluated: the build ran with --skip-eval)\n"
     text = f"""# tiny-reasoner
 
@@ -83,12 +85,14 @@ format from what it has so far (see the cut rows below).
 Seeded data ({train['num_samples']:,} samples drawn once: {_pct(1 - mix['cut'] - mix['no_think'])} full traces,
 {_pct(mix['cut'])} traces cut at a random token and closed with the forced end, {_pct(mix['no_think'])} thinking off;
 {_pct(mix['other_question_forms'])} of questions in other phrasings; +, -, * drawn
-{' : '.join(f"{w:g}" for w in mix['op_weights'])}), loss on the reply only and not on the forced end.
+{' : '.join(f"{w:g}" for w in mix['op_weights'])}; {_pct(mix.get('hard', 0))} of problems drawn instead from the
+shapes earlier checkpoints got wrong, `sample_hard_problem`), loss on the reply only and not on
+the forced end.
 AdamW (β 0.9/0.95, weight decay
 {train['weight_decay']}), {train['steps']} steps of about {train['tokens_per_batch']} tokens
 (length-bucketed batches), peak learning rate {train['peak_lr']} with {train['warmup_steps']} warm-up steps and
 cosine decay to {train['final_lr_fraction']:g}×, gradient clipping 1.0; loss = LM loss +
-{train['mtp_loss_weight']} × MTP loss. float32 on {train['threads']} CPU threads.
+{train['mtp_loss_weight']} × MTP loss. {precision} on {train['threads']} CPU threads.
 
 Time of the build that produced this checkpoint (2 vCPUs, no GPU):
 

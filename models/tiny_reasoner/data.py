@@ -101,8 +101,9 @@ def sample_problem(rng: random.Random, op_weights: tuple[float, float, float] | 
 def sample_hard_problem(rng: random.Random) -> Problem:
     """A problem of the stated distribution's hardest shapes, oversampled in training (`Mix.hard`).
 
-    These are where the served eval of the previous checkpoint went wrong (docs/benchmarks.md),
-    and each is rare in the stated distribution:
+    These are where the served eval of the previous checkpoint went wrong (docs/benchmarks.md);
+    the first is rare in the stated distribution (2% of its problems drop a leading zero, 41% of
+    these), the others common but the hardest of their kind:
     - near operands, whose difference is shorter than both (137-59, 5638-5524, 79-78): the
       top columns cancel, and the `drop a leading 0` steps follow;
     - a long number and a short one (11884+4, 7+5298), often over a run of 9s, so that one carry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
 import httpx
 import pytest
@@ -18,6 +19,20 @@ def spec_counter(cluster: RunningCluster, name: str) -> int:
     m = re.search(rf'^splitmind_spec_{name}_tokens_total\{{role="decode",worker="decode-0"\}} (\S+)$', text, re.M)
     assert m, f"splitmind_spec_{name}_tokens_total missing"
     return int(float(m.group(1)))
+
+
+def settled_spec_counters(cluster: RunningCluster, drafted_before: int) -> tuple[int, int]:
+    """(drafted, accepted) once they include the last request. Node stats reach the gateway every
+    half second, and later on a loaded machine (a fixed wait failed in a full suite run), so wait
+    until the counters have moved and then held still for two heartbeats."""
+    deadline = time.monotonic() + 20
+    last = (-1, -1)
+    while True:
+        now = spec_counter(cluster, "draft"), spec_counter(cluster, "accepted")
+        if (now == last and now[0] > drafted_before) or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(1.2)
 
 
 @pytest.mark.parametrize("length", [40, 200])

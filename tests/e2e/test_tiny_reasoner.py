@@ -4,14 +4,13 @@ decode) and the official `openai` client."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
 from models.tiny_reasoner.data import Problem
 from tests.e2e.cluster import RunningCluster
 from tests.e2e.conftest import client
-from tests.e2e.test_mtp import spec_counter
+from tests.e2e.test_mtp import settled_spec_counters, spec_counter
 
 # Fixed problems across the task: carries, borrows (through zeros), a negative result, products, small and
 # large. The checkpoint is right on about 95% of its task (model card); these are problems it answers right, so
@@ -44,9 +43,8 @@ def test_mtp_drafts_are_mostly_accepted_on_its_own_reasoning(reasoner_cluster: R
     client(reasoner_cluster).chat.completions.create(
         model="tiny-reasoner", messages=[{"role": "user", "content": "What is 52718+46093?"}], temperature=0,
         max_tokens=1024)
-    time.sleep(1.2)  # the decode node's stats heartbeat
-    new_drafted = spec_counter(reasoner_cluster, "draft") - drafted
-    new_accepted = spec_counter(reasoner_cluster, "accepted") - accepted
+    drafted_now, accepted_now = settled_spec_counters(reasoner_cluster, drafted)
+    new_drafted, new_accepted = drafted_now - drafted, accepted_now - accepted
     assert new_drafted > 100
     assert new_accepted / new_drafted > 0.9, (new_accepted, new_drafted)
 

@@ -16,6 +16,7 @@ from models.tiny_reasoner.data import (
     cut_short,
     reasoning,
     reply,
+    sample_hard_problem,
     sample_problem,
 )
 from models.tiny_reasoner.samples import IGNORE, Mix, SampleBuilder
@@ -52,6 +53,30 @@ def test_distribution_covers_the_stated_ranges() -> None:
     assert max(p.a for p in problems if p.op != "*") >= 10000
     assert any(p.answer < 0 for p in problems)
     assert all(p.a < 1000 and p.b < 10 for p in problems if p.op == "*")
+
+
+def test_hard_problems_are_of_the_stated_distribution_and_hard() -> None:
+    """Training oversamples them; they must stay inside the task, and be the shapes they claim
+    (differences that drop leading zeros, carries through places a short number lacks, big
+    product carries) more often than the stated distribution draws them."""
+    rng = random.Random(5)
+    hard = [sample_hard_problem(rng) for _ in range(3000)]
+    rng_stated = random.Random(6)
+    stated = [sample_problem(rng_stated) for _ in range(3000)]
+    for p in hard:
+        assert 0 <= p.a < 10**5 and 0 <= p.b < 10**5 and (p.op != "*" or (p.a < 1000 and p.b < 10))
+        reply(p)  # reasoning() raises if its own result is wrong
+
+    def drops_zeros(ps: list[Problem]) -> float:
+        return sum(any(line.startswith("drop a leading 0") for line in reasoning(p)) for p in ps) / len(ps)
+
+    def long_with_short(ps: list[Problem]) -> float:
+        return sum(p.op != "*" and abs(len(str(p.a)) - len(str(p.b))) >= 3 for p in ps) / len(ps)
+
+    assert drops_zeros(hard) > 3 * drops_zeros(stated)
+    assert long_with_short(hard) > 1.2 * long_with_short(stated)
+    assert {p.b for p in hard if p.op == "*"} == {6, 7, 8, 9}
+    assert any(p.answer < 0 for p in hard if p.op == "-") and any(p.answer > 0 for p in hard if p.op == "-")
 
 
 def test_thinking_grows_with_difficulty(builder: SampleBuilder) -> None:
