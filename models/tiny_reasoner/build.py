@@ -1,4 +1,4 @@
-"""Retrain the bundled tiny reasoner from scratch: one command, about an hour on 2 CPU cores.
+"""Retrain the bundled tiny reasoner from scratch: one command, under an hour on 2 CPU cores (bfloat16).
 
     .venv/bin/python -m models.tiny_reasoner.build                 # writes models/tiny-reasoner/
 
@@ -9,10 +9,12 @@
 5. model card: README.md with the recipe, the timings and the measured numbers.
 
 Everything is seeded; the tokenizer and data are identical run to run, the weights up to the
-floating-point nondeterminism of multithreaded CPU kernels. Training speed is what varies
-between hosts of the same kind: 2400 steps of this model and batch size ran at 5,820 tokens/s
-(42 min) on one 2-vCPU host and 4,030 tokens/s (59 min) on another; the model card has the
-build's own times.
+floating-point nondeterminism of multithreaded CPU kernels. The committed checkpoint's build took
+57.4 min on a 2-vCPU EPYC host (53.1 min data and training at 5,700 tokens/s, 4.3 min eval;
+the model card has the build's own times). That needs bfloat16 matrix products
+(`TrainConfig.bf16`, detected): in float32 the same host trains at 3,900 tokens/s, and the build
+would take about 85 min. Training speed also varies between hosts of the same kind: in float32,
+5,820 tokens/s on one and 4,030 on another.
 """
 
 from __future__ import annotations
