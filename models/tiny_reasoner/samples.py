@@ -42,7 +42,7 @@ class Mix:
     cut: float = 0.12
     no_think: float = 0.05
     # Drawn from `sample_hard_problem` instead of the stated distribution: the shapes served
-    # answers got wrong, each rare in the stated distribution.
+    # answers got wrong (its docstring says which, and how rare each is).
     hard: float = 0.25
     other_question_forms: float = 0.15  # the rest ask "What is a+b?"
     # Subtraction has the most steps that can go wrong (borrows, the b > a redo): more of it.

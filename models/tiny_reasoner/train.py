@@ -39,8 +39,9 @@ class TrainConfig:
     mix: Mix = field(default_factory=Mix)
     compile: bool = True  # torch.compile(dynamic=True): ~1 min to compile, then faster steps (below)
     # Matmuls in bfloat16 under autocast (weights, optimizer and loss stay float32) where the CPU
-    # has bfloat16 instructions (AVX512-BF16/AMX; None: detect). On a 2-vCPU EPYC host: float32
-    # 3,900 tokens/s, bfloat16 5,400, bfloat16 compiled 7,100 (float32 compiled: 3,900).
+    # has bfloat16 instructions (AVX512-BF16/AMX; None: detect). On a 2-vCPU EPYC host, 30-step
+    # probes: float32 3,900 tokens/s, bfloat16 5,400, bfloat16 compiled 7,100 (float32 compiled:
+    # 3,900); the whole build there averaged 5,700.
     bf16: bool | None = None
 
     @property
