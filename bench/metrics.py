@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
+
+from tests.e2e.cluster import settled
 
 
 def counter_sum(url: str, name: str, role: str = "decode") -> float:
@@ -21,8 +22,8 @@ def spec_counters(url: str) -> tuple[float, float]:
             counter_sum(url, "splitmind_spec_accepted_tokens_total"))
 
 
-def spec_delta(url: str, before: tuple[float, float]) -> tuple[float, float]:
-    """(drafted, accepted) since `before`, once the counters have caught up."""
-    time.sleep(1.2)  # the decode node's stats heartbeat carries the last steps' counters
-    after = spec_counters(url)
+def spec_delta(url: str, before: tuple[float, float], *, drafting: bool = True) -> tuple[float, float]:
+    """(drafted, accepted) since `before`, once the counters include the last requests (which
+    drafted, unless MTP is off)."""
+    after = settled(lambda: spec_counters(url), lambda now: not drafting or now[0] > before[0])
     return after[0] - before[0], after[1] - before[1]

@@ -100,7 +100,7 @@ def measure(url: str, model: str, mtp: int, batch: int, questions: list[str]) ->
         texts += [r[0] for r in results]
         tokens += sum(r[1] - 1 for r in results)
         seconds += max(r[3] for r in results) - min(r[2] for r in results)
-    return Run(mtp, batch, tokens, seconds, *spec_delta(url, before)), texts
+    return Run(mtp, batch, tokens, seconds, *spec_delta(url, before, drafting=mtp > 0)), texts
 
 
 def hard_problems(n: int, seed: int) -> list[Problem]:

@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -19,6 +21,24 @@ from splitmind.launcher import free_port
 ROOT = Path(__file__).resolve().parents[2]
 SPLITMIND = ROOT / ".venv" / "bin" / "splitmind"
 STOP_LIMIT_S = 20.0
+HEARTBEAT_WAIT_S = 1.2  # nodes publish their counters every 0.5 s (`splitmind.node.runtime.STATS_INTERVAL_S`)
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T], moved: Callable[[T], bool], timeout_s: float = 20.0) -> T:
+    """`read()` of node counters on the gateway once they include the last request: read until
+    `moved` holds and the value stayed the same across a wait of two heartbeats. On a loaded
+    machine the counters arrive later than two heartbeats (a fixed wait read a stale counter in a
+    full suite run). After `timeout_s`, the last value read, for the caller's check to judge."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while True:
+        now = read()
+        if (now == last and moved(now)) or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(HEARTBEAT_WAIT_S)
 
 
 class RunningCluster:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import httpx
 import pytest
 
-from tests.e2e.cluster import RunningCluster
+from tests.e2e.cluster import RunningCluster, settled
 from tests.e2e.conftest import client
 from tests.e2e.test_pd_identity import generate, settled_remote_kv_tokens
 
@@ -22,17 +21,9 @@ def spec_counter(cluster: RunningCluster, name: str) -> int:
 
 
 def settled_spec_counters(cluster: RunningCluster, drafted_before: int) -> tuple[int, int]:
-    """(drafted, accepted) once they include the last request. Node stats reach the gateway every
-    half second, and later on a loaded machine (a fixed wait failed in a full suite run), so wait
-    until the counters have moved and then held still for two heartbeats."""
-    deadline = time.monotonic() + 20
-    last = (-1, -1)
-    while True:
-        now = spec_counter(cluster, "draft"), spec_counter(cluster, "accepted")
-        if (now == last and now[0] > drafted_before) or time.monotonic() > deadline:
-            return now
-        last = now
-        time.sleep(1.2)
+    """(drafted, accepted) once they include the last request, which drafted."""
+    return settled(lambda: (spec_counter(cluster, "draft"), spec_counter(cluster, "accepted")),
+                   lambda now: now[0] > drafted_before)
 
 
 @pytest.mark.parametrize("length", [40, 200])

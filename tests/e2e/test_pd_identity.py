@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import httpx
 import pytest
 
-from tests.e2e.cluster import RunningCluster
+from tests.e2e.cluster import RunningCluster, settled
 from tests.e2e.conftest import client
 
 # Around the CPU backend's 128-token KV block, and across several blocks.
@@ -24,8 +23,7 @@ def remote_kv_tokens(cluster: RunningCluster) -> int:
 
 
 def settled_remote_kv_tokens(cluster: RunningCluster) -> int:
-    time.sleep(1.2)  # two node heartbeats
-    return remote_kv_tokens(cluster)
+    return settled(lambda: remote_kv_tokens(cluster), lambda _: True)
 
 
 def generate(cluster: RunningCluster, prompt: list[int], route: str) -> tuple[list[int], httpx.Response]:
