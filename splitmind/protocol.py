@@ -14,7 +14,9 @@ import enum
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+
+MAX_LOGPROBS = 20  # most alternatives per token a request may ask for (OpenAI's top_logprobs limit)
 
 
 class Role(enum.IntEnum):
@@ -65,6 +67,17 @@ class Sampling(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True)
     repetition_penalty: float = 1.0
     stop_token_ids: list[int] = []
     ignore_eos: bool = False
+    logprobs: int | None = None  # None: none; k: each sampled token's logprob and the top k
+    logit_bias: dict[int, float] = {}
+
+
+class TokenLogprob(msgspec.Struct, frozen=True, array_like=True):
+    """One generated token's log-probability and the `top_*` alternatives, most likely first."""
+
+    token_id: int
+    logprob: float
+    top_ids: list[int] = []
+    top_logprobs: list[float] = []
 
 
 class HealthRequest(msgspec.Struct, tag="health", frozen=True):
@@ -109,6 +122,17 @@ class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):
     kv_transfer: KVTransferParams | None = None
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when the request asked
+
+
+def merge_deltas(prev: TokenDelta, new: TokenDelta) -> TokenDelta:
+    """Two consecutive deltas of one request as one (what a reader that lags is handed)."""
+    logprobs = None if prev.logprobs is None and new.logprobs is None else (prev.logprobs or []) + (new.logprobs or [])
+    return TokenDelta(
+        request_id=new.request_id, token_ids=prev.token_ids + new.token_ids, finish_reason=new.finish_reason,
+        kv_transfer=new.kv_transfer or prev.kv_transfer, num_prompt_tokens=new.num_prompt_tokens,
+        num_cached_tokens=new.num_cached_tokens, logprobs=logprobs,
+    )
 
 
 class ErrorReply(msgspec.Struct, tag="error", frozen=True):
@@ -152,6 +176,9 @@ class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     spec_accepted_tokens_total: int = 0
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
+    prompt_tokens_computed_total: int = 0  # prefilled on this node (not cached, not received)
+    prompt_tokens_local_cache_total: int = 0  # served by its prefix cache
+    requests_total: int = 0  # engine requests started
 
 
 ToNode = HealthRequest | GenerateRequest | AbortRequest

@@ -27,7 +27,10 @@ class EngineCounters:
         self.spec_draft_tokens_total = 0
         self.spec_accepted_tokens_total = 0
         self.prompt_tokens_total = 0
+        self.prompt_tokens_computed_total = 0  # prefilled here: neither cached nor received
+        self.prompt_tokens_local_cache_total = 0  # served by this engine's prefix cache
         self.generation_tokens_total = 0
+        self.requests_total = 0  # engine requests started (counted by the node runtime)
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         if scheduler_stats is not None:
@@ -48,6 +51,10 @@ class EngineCounters:
         if iteration_stats is not None:
             self.prompt_tokens_total += int(getattr(iteration_stats, "num_prompt_tokens", 0))
             self.generation_tokens_total += int(getattr(iteration_stats, "num_generation_tokens", 0))
+            prompt = getattr(iteration_stats, "prompt_token_stats", None)
+            if prompt is not None:
+                self.prompt_tokens_computed_total += int(prompt.computed)
+                self.prompt_tokens_local_cache_total += int(prompt.local_cache_hit)
 
 
 def stat_logger_factory(counters: EngineCounters) -> Any:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from kv_transfer.nixl import nixl_kv_transfer_config
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters, stat_logger_factory
+from splitmind.protocol import MAX_LOGPROBS
 
 
 def on_gpu() -> bool:
@@ -42,9 +44,9 @@ def speculative_config(spec: NodeSpec) -> dict[str, Any] | None:
     return {"method": "mtp", "num_speculative_tokens": tokens}
 
 
-def engine_args(spec: NodeSpec) -> Any:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
+def engine_kwargs(spec: NodeSpec, *, kv_transfer: bool = True) -> dict[str, Any]:
+    """vLLM engine arguments for a node; without `kv_transfer`, the same engine with no KV
+    connector (node-level tests drive it in-process)."""
     cfg = spec.engine
     gpu = on_gpu()
     dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if gpu else "float32")
@@ -54,16 +56,45 @@ def engine_args(spec: NodeSpec) -> Any:
         dtype=dtype,
         max_model_len=cfg.max_model_len,
         max_num_seqs=cfg.max_num_seqs,
+        max_logprobs=MAX_LOGPROBS,
         enforce_eager=cfg.enforce_eager,
         enable_prefix_caching=cfg.enable_prefix_caching,
-        kv_transfer_config=nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s),
         disable_log_stats=False,  # our stat logger needs the stats
         speculative_config=speculative_config(spec),
     )
-    return AsyncEngineArgs(**kwargs)
+    if kv_transfer:
+        kwargs["kv_transfer_config"] = nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s)
+    return kwargs
+
+
+def engine_args(spec: NodeSpec) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(**engine_kwargs(spec))
+
+
+def require_sampling_fix(spec: NodeSpec) -> None:
+    """Refuse to serve MTP where sampling would be wrong: on vLLM's CPU build the rejection
+    sampler needs splitmind's plugin (vLLM issue 55005), which vLLM loads in every engine process
+    unless `VLLM_PLUGINS` leaves it out. This process loaded plugins as the engine's will."""
+    from vllm.plugins import load_general_plugins
+
+    from splitmind.node import cpu_expand_fix
+    from splitmind.node.vllm_plugin import PLUGIN_NAME
+
+    load_general_plugins()  # type: ignore[no-untyped-call]
+    if speculative_config(spec) is None or cpu_expand_fix.status != "not_loaded":
+        return
+    if cpu_expand_fix.needed() is None:
+        raise RuntimeError(
+            f"MTP speculative decoding on this vLLM samples wrong tokens without splitmind's vLLM plugin "
+            f"(vLLM issue 55005), and VLLM_PLUGINS={os.environ.get('VLLM_PLUGINS')!r} leaves it out: "
+            f"add {PLUGIN_NAME}, or run with engine.mtp_tokens = 0")
 
 
 def build_engine(spec: NodeSpec, counters: EngineCounters) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(engine_args(spec), stat_loggers=[stat_logger_factory(counters)])
+    args = engine_args(spec)
+    require_sampling_fix(spec)
+    return AsyncLLM.from_engine_args(args, stat_loggers=[stat_logger_factory(counters)])

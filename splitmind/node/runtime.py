@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters
+from splitmind.node.sampling import token_logprobs
 from splitmind.protocol import (
     PROTOCOL_VERSION,
     AbortRequest,
@@ -141,14 +142,19 @@ class NodeServer:
                 await self._send(identity, ErrorReply(rid, ErrorCode.BAD_REQUEST, str(exc)))
                 return
             prompt = TokensPrompt(prompt_token_ids=req.prompt_token_ids)
+            self.counters.requests_total += 1
+            num_top = req.sampling.logprobs
             async for out in self.engine.generate(prompt, params, rid):
                 self.started.add(rid)
                 comp = out.outputs[0]
                 finish = _FINISH.get(comp.finish_reason or "") if out.finished else None
                 kv = kv_params_from_vllm(out.kv_transfer_params) if out.finished and out.kv_transfer_params else None
+                token_ids = list(comp.token_ids)
+                logprobs = token_logprobs(token_ids, comp.logprobs, num_top) if num_top is not None else None
                 await self._send(identity, TokenDelta(
-                    request_id=rid, token_ids=list(comp.token_ids), finish_reason=finish, kv_transfer=kv,
+                    request_id=rid, token_ids=token_ids, finish_reason=finish, kv_transfer=kv,
                     num_prompt_tokens=len(req.prompt_token_ids), num_cached_tokens=out.num_cached_tokens or 0,
+                    logprobs=logprobs,
                 ))
         except asyncio.CancelledError:
             raise  # AsyncLLM.generate aborted the engine request on its way out
@@ -176,6 +182,8 @@ class NodeServer:
             spec_draft_tokens_total=c.spec_draft_tokens_total,
             spec_accepted_tokens_total=c.spec_accepted_tokens_total,
             prompt_tokens_total=c.prompt_tokens_total, generation_tokens_total=c.generation_tokens_total,
+            prompt_tokens_computed_total=c.prompt_tokens_computed_total,
+            prompt_tokens_local_cache_total=c.prompt_tokens_local_cache_total, requests_total=c.requests_total,
         )
 
     async def _stats_loop(self) -> None:

@@ -1,0 +1,29 @@
+"""splitmind's vLLM general plugin: fixes for upstream bugs, applied inside every vLLM process.
+
+vLLM calls every `vllm.general_plugins` entry point (pyproject.toml) in the process that builds
+the engine, in the engine-core process and in each worker, before the platform registers its
+kernels. The engine core and workers are spawned fresh, so patching the node process alone
+would not reach the code that samples; a plugin is how a fix reaches them without forking vLLM.
+
+Each fix decides for itself whether it is needed (platform, installed vLLM) and says what it
+did in one log line. Loading twice in one process is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from splitmind.node import cpu_expand_fix
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "splitmind_fixes"  # the entry point's name: what VLLM_PLUGINS must list if set
+
+
+def register() -> None:
+    """Entry point (`vllm.general_plugins`); vLLM calls it once per process."""
+    try:
+        cpu_expand_fix.apply()
+    except Exception:  # never stop an engine from starting; say so loudly instead
+        logger.exception("splitmind: could not apply the CPU expand fix (vLLM issue 55005); "
+                         "sampling with speculative decoding may be wrong")

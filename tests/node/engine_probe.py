@@ -1,0 +1,54 @@
+"""Run token-id requests through a node's vLLM engine in-process and print what it sampled.
+
+    .venv/bin/python tests/node/engine_probe.py JOB.json OUT.json
+
+The engine is built from a node's own engine arguments (`splitmind.node.engine.engine_kwargs`:
+MTP when the checkpoint has it, splitmind's vLLM plugin loaded as in every node) without the KV
+connector, so node-level tests can draw thousands of samples without HTTP in the way. A job is
+`{"model": DIR, "mtp_tokens": N|null, "requests": [{"prompt": [ids], "n": K, ...sampling}]}`;
+the output is, per request, the token ids of each of its K samples, plus the plugin's status.
+Run as a script: vLLM starts its engine core in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    from splitmind.config import EngineConfig, NodeSpec
+    from splitmind.node.main import set_vllm_environment
+    from splitmind.protocol import Role
+
+    engine = EngineConfig(mtp_tokens=job.get("mtp_tokens"), max_model_len=2048, max_num_seqs=256,
+                          kv_cache_gib=1)
+    spec = NodeSpec("probe", Role.DECODE, job["model"], engine, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2",
+                    "127.0.0.1", 3)
+    set_vllm_environment(spec)  # before vLLM is imported, as a node does
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from splitmind.node import cpu_expand_fix
+    from splitmind.node.engine import engine_kwargs
+
+    kwargs = engine_kwargs(spec, kv_transfer=False)
+    kwargs.pop("disable_log_stats")
+    llm = LLM(**kwargs)
+    prompts, params = [], []
+    for r in job["requests"]:
+        r = dict(r)
+        prompts.append(TokensPrompt(prompt_token_ids=r.pop("prompt")))
+        params.append(SamplingParams(detokenize=False, **r))
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return {"plugin": cpu_expand_fix.status,
+            "samples": [[list(c.token_ids) for c in out.outputs] for out in outputs]}
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        result = run(json.load(f))
+    with open(sys.argv[2], "w") as f:  # not stdout: vLLM logs there
+        json.dump(result, f)

@@ -1,0 +1,217 @@
+"""Sampling on a node's engine is exact with MTP on: the CPU expand fix, its plugin, and the
+distribution the engine draws from, measured against an independent reference (transformers).
+
+Bug: vLLM 0.32's CPU fallback for `expand_kernel` wrote into a temporary copy (vLLM issue
+55005), so with speculative decoding every temperature > 0 divided logits by uninitialised
+memory: garbage text, 5.6% of drafts accepted. Fix: `splitmind.node.cpu_expand_fix`, installed
+in every vLLM process by splitmind's general plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from models import BUNDLED_MODEL
+from models.tiny_reasoner.data import Problem, sample_problem
+from splitmind.node import cpu_expand_fix
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+TEMPERATURES = (0.7, 1.0, 1.5)
+FIRST_TOKEN_DRAWS = 3000
+SECOND_TOKEN_DRAWS = 5000
+ACCURACY_PROBLEMS = 120
+
+
+# -- the expand kernel -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32, torch.int64])
+def test_expand_repeats_each_value_over_its_requests_tokens(dtype: torch.dtype) -> None:
+    values = torch.tensor([7, 0, 3], dtype=dtype)
+    out = torch.full((7,), -5, dtype=dtype)
+    cpu_expand_fix.expand(out, values, torch.tensor([2, 5, 6], dtype=torch.int32), 0, 9)
+    assert out.tolist() == [7, 7, 9, 9, 9, 3, -5], "request 1's 0 becomes 9; slots past the batch stay untouched"
+
+
+def test_expand_keeps_fractional_temperatures() -> None:
+    out = torch.empty(4)
+    cpu_expand_fix.expand(out, torch.tensor([0.7, 1.5]), torch.tensor([1, 4]), -1.0, 1.0)
+    assert torch.allclose(out, torch.tensor([0.7, 1.5, 1.5, 1.5]))
+
+
+def test_installed_vllm_still_needs_the_expand_fix() -> None:
+    """Notices the day vLLM ships its own fix (PR 55006): the plugin then switches itself off,
+    and splitmind/node/cpu_expand_fix.py and its entry point can go."""
+    from vllm.platforms import current_platform
+    from vllm.triton_utils import HAS_TRITON
+    from vllm.utils import cpu_triton_utils
+
+    if HAS_TRITON or not current_platform.is_cpu():
+        pytest.skip("real Triton kernels run here: the CPU fallback is not used")
+    current_platform.import_kernels()
+    upstream = cpu_expand_fix.upstream or cpu_triton_utils._expand_kernel_impl  # in case a test loaded the plugin
+    assert not cpu_expand_fix.probe(upstream), (
+        "vLLM's CPU expand kernel is correct now (issue 55005 fixed upstream): remove splitmind's replacement")
+    assert cpu_expand_fix.probe(cpu_expand_fix.expand)
+
+
+def test_vllm_loads_the_plugin_in_a_fresh_process() -> None:
+    """What every engine-core and worker process does at start (`load_general_plugins`)."""
+    code = ("from vllm.plugins import load_general_plugins; load_general_plugins(); "
+            "from vllm.utils import cpu_triton_utils as c; from splitmind.node import cpu_expand_fix as f; "
+            "print(f.status, c._expand_kernel_impl is f.expand)")
+    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["fixed", "True"], out.stdout[-2000:]
+
+
+def test_a_node_refuses_mtp_when_the_plugin_is_left_out() -> None:
+    """An operator's VLLM_PLUGINS that omits splitmind's plugin would bring the garbage back:
+    the node refuses to start instead, and says why."""
+    code = ("from splitmind.config import EngineConfig, NodeSpec; from splitmind.protocol import Role; "
+            "from splitmind.node.engine import require_sampling_fix; "
+            f"require_sampling_fix(NodeSpec('d', Role.DECODE, {str(BUNDLED_MODEL)!r}, EngineConfig(), "
+            "'tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', '127.0.0.1', 3))")
+    env = {**os.environ, "VLLM_PLUGINS": "lora_filesystem_resolver"}
+    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode != 0
+    assert "add splitmind_fixes" in out.stderr, out.stderr[-2000:]
+    del env["VLLM_PLUGINS"]
+    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+# -- what the engine draws -------------------------------------------------------------------
+
+def run_probe(tmp: Path, name: str, job: dict[str, Any]) -> dict[str, Any]:
+    (tmp / f"{name}.json").write_text(json.dumps(job))
+    proc = subprocess.run([str(PYTHON), str(ROOT / "tests/node/engine_probe.py"), str(tmp / f"{name}.json"),
+                           str(tmp / f"{name}.out.json")], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads((tmp / f"{name}.out.json").read_text())
+    return result
+
+
+class Reference:
+    """The bundled model's next-token distribution, from transformers (no vLLM involved)."""
+
+    def __init__(self) -> None:
+        from transformers import Qwen2ForCausalLM
+        from transformers import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the MTP weights are "unexpected" to plain Qwen2
+        self.model = Qwen2ForCausalLM.from_pretrained(BUNDLED_MODEL, torch_dtype=torch.float32).eval()
+
+    def logits(self, prompts: list[list[int]]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(torch.tensor(prompts)).logits[:, -1].double()
+
+    def find_prompts(self) -> tuple[list[int], list[int], int]:
+        """Two random 16-token prompts, searched with a fixed seed: one whose first token is
+        uncertain (for the ordinary sampler), and one whose first token is certain and whose
+        second is uncertain, so that every draw tests the token the rejection sampler picks."""
+        rng = random.Random(0)
+        spread: list[int] | None = None
+        for _ in range(2000):
+            prompt = [rng.randrange(3, 380) for _ in range(16)]
+            first = torch.softmax(self.logits([prompt])[0] / max(TEMPERATURES), -1)
+            if spread is None and first.max() < 0.6 and tail_mass(first) < 0.05:
+                spread = prompt
+            if first.max() > 0.995:
+                token = int(first.argmax())
+                second = torch.softmax(self.logits([[*prompt, token]])[0], -1)
+                hot = torch.softmax(self.logits([[*prompt, token]])[0] / max(TEMPERATURES), -1)
+                if second.max() < 0.7 and tail_mass(hot) < 0.05 and spread is not None:
+                    return spread, prompt, token
+        raise AssertionError("no suitable prompts found")
+
+
+def tail_mass(p: torch.Tensor) -> float:
+    return float(p[p < 0.01].sum())
+
+
+def coarse_tvd(draws: list[int], reference: torch.Tensor) -> float:
+    """Total-variation distance between the draws' frequencies and `reference`, with every token
+    the reference gives under 1% merged into one bin: the many near-zero tokens would otherwise
+    add sampling noise, not signal."""
+    major = [t for t in range(len(reference)) if reference[t] >= 0.01]
+    counts = torch.zeros(len(major) + 1, dtype=torch.float64)
+    index = {t: i for i, t in enumerate(major)}
+    for t in draws:
+        counts[index.get(t, len(major))] += 1
+    expected = torch.cat([reference[major], (1 - reference[major].sum()).reshape(1)])
+    return 0.5 * float((counts / len(draws) - expected).abs().sum())
+
+
+@pytest.fixture(scope="module")
+def draws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    ref = Reference()
+    spread, certain, first_token = ref.find_prompts()
+    requests = []
+    for t in TEMPERATURES:
+        requests.append({"prompt": spread, "n": FIRST_TOKEN_DRAWS, "temperature": t, "max_tokens": 1,
+                         "ignore_eos": True})
+        requests.append({"prompt": certain, "n": SECOND_TOKEN_DRAWS, "temperature": t, "max_tokens": 2,
+                         "ignore_eos": True})
+    out = run_probe(tmp_path_factory.mktemp("probe"), "mtp", {"model": str(BUNDLED_MODEL), "mtp_tokens": 1,
+                                                             "requests": requests})
+    return {"ref": ref, "spread": spread, "certain": certain, "first_token": first_token, "out": out}
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_first_token_frequencies_match_softmax_over_temperature(draws: dict[str, Any], temperature: float) -> None:
+    i = TEMPERATURES.index(temperature)
+    samples = [s[0] for s in draws["out"]["samples"][2 * i]]
+    reference = torch.softmax(draws["ref"].logits([draws["spread"]])[0] / temperature, -1)
+    assert len(samples) == FIRST_TOKEN_DRAWS
+    tvd = coarse_tvd(samples, reference)
+    print(f"T={temperature}: first token TVD {tvd:.4f} over {len(samples)} draws")
+    assert tvd < 0.03
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_mtp_verified_token_frequencies_match_softmax_over_temperature(draws: dict[str, Any],
+                                                                       temperature: float) -> None:
+    """The second token is the first one the rejection sampler picks: the MTP draft accepted
+    with probability p(draft), else a token drawn from p without it. Either way it must be
+    distributed as softmax(logits / T) given the first."""
+    i = TEMPERATURES.index(temperature)
+    pairs = draws["out"]["samples"][2 * i + 1]
+    seconds = [s[1] for s in pairs if s[0] == draws["first_token"]]
+    assert len(seconds) > 0.98 * SECOND_TOKEN_DRAWS, "the search picked a prompt whose first token is certain"
+    reference = torch.softmax(draws["ref"].logits([[*draws["certain"], draws["first_token"]]])[0] / temperature, -1)
+    tvd = coarse_tvd(seconds, reference)
+    print(f"T={temperature}: MTP-verified token TVD {tvd:.4f} over {len(seconds)} draws")
+    assert tvd < 0.03
+
+
+def accuracy(tmp: Path, name: str, mtp_tokens: int, problems: list[Problem]) -> float:
+    from api.tokenization import ModelFrontend
+
+    fe = ModelFrontend(str(BUNDLED_MODEL))
+    prompts = [fe.encode(fe.render_chat([{"role": "user", "content": p.question}], {})) for p in problems]
+    requests = [{"prompt": ids, "n": 1, "temperature": 1.0, "max_tokens": 1500,
+                 "stop_token_ids": fe.stop_token_ids} for ids in prompts]
+    out = run_probe(tmp, name, {"model": str(BUNDLED_MODEL), "mtp_tokens": mtp_tokens, "requests": requests})
+    answers = [fe.hf.decode(s[0], skip_special_tokens=True) for s in out["samples"]]
+    right = [a.rstrip().endswith(f"The answer is {p.answer}.") for a, p in zip(answers, problems, strict=True)]
+    return sum(right) / len(right)
+
+
+def test_mtp_on_samples_as_accurately_as_mtp_off(tmp_path: Path) -> None:
+    """Same problems at temperature 1.0 (the OpenAI default) with and without MTP. The model
+    answers about 98% right either way; a broken sampler answers none."""
+    rng = random.Random(20261201)
+    problems = [sample_problem(rng) for _ in range(ACCURACY_PROBLEMS)]
+    on, off = accuracy(tmp_path, "on", 1, problems), accuracy(tmp_path, "off", 0, problems)
+    print(f"T=1.0, {len(problems)} problems: MTP on {on:.3f}, MTP off {off:.3f}")
+    assert off > 0.9, f"MTP off: {off:.3f}"
+    assert abs(on - off) <= 0.06, f"MTP on {on:.3f} vs off {off:.3f}"
