@@ -65,6 +65,12 @@ class NodeCollector(Collector):
                                      labels=labels)
         accepted = CounterMetricFamily("splitmind_spec_accepted_tokens", "Speculative draft tokens accepted.",
                                        labels=labels)
+        node_requests = CounterMetricFamily("splitmind_node_requests", "Engine requests a node started.",
+                                            labels=labels)
+        node_prompt = CounterMetricFamily(
+            "splitmind_node_prompt_tokens",
+            "Prompt tokens of a node's engine requests, by source: computed there, its prefix cache, or received.",
+            labels=[*labels, "source"])
         transfer_s = HistogramMetricFamily("splitmind_kv_transfer_seconds",
                                            "Duration of one KV transfer (NIXL telemetry).", labels=labels)
         for w in self.workers.workers.values():
@@ -81,6 +87,10 @@ class NodeCollector(Collector):
             transfer_bytes.add_metric(lv, s.kv_transfer_bytes_total)
             drafts.add_metric(lv, s.spec_draft_tokens_total)
             accepted.add_metric(lv, s.spec_accepted_tokens_total)
+            node_requests.add_metric(lv, s.requests_total)
+            node_prompt.add_metric([*lv, "computed"], s.prompt_tokens_computed_total)
+            node_prompt.add_metric([*lv, "local_cache"], s.prompt_tokens_local_cache_total)
+            node_prompt.add_metric([*lv, "remote"], s.remote_kv_tokens_total)
             h = s.kv_transfer_seconds
             if h is not None:
                 cumulative, buckets = 0, []
@@ -89,4 +99,4 @@ class NodeCollector(Collector):
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 transfer_s.add_metric(lv, buckets, h.total)
         yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, drafts, accepted,
-                    transfer_s)
+                    node_requests, node_prompt, transfer_s)

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,10 +22,12 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.errors import sse_error_data
+from api.response import Response as OpenAIResponse
+from api.sampling import Deployment
 from api.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
-from api.service import Assembler, Prepared, TextDelta, prepare_chat, prepare_completion
+from api.service import Prepared, prepare_chat, prepare_completion
 from api.state import GatewayState
-from router.pd import Generation
+from router.samples import SampleStreams
 from splitmind.errors import InvalidRequestError, ModelNotFoundError, NoWorkerError
 from splitmind.protocol import TokenDelta
 
@@ -73,9 +75,8 @@ async def _handle(request: Request, schema: type[SamplingFields], prepare: Calla
     req = await _parse(request, schema)
     _check_model(st, req.model)
     t0 = time.perf_counter()
-    prepared = prepare(req, st.frontend, _max_model_len(st))
-    return await _serve(request, st, prepared, stream=req.stream, include_usage=req.include_usage,
-                        model=req.model, t0=t0, return_token_ids=req.return_token_ids)
+    prepared = prepare(req, st.frontend, _deployment(st))
+    return await _serve(request, st, prepared, req, t0)
 
 
 def _check_model(st: GatewayState, model: str) -> None:
@@ -83,37 +84,38 @@ def _check_model(st: GatewayState, model: str) -> None:
         raise ModelNotFoundError(model)
 
 
-def _max_model_len(st: GatewayState) -> int:
+def _deployment(st: GatewayState) -> Deployment:
     n = st.registry.max_model_len()
     if n is None:
         raise NoWorkerError("no worker has reported its context length yet")
-    return n
+    return Deployment(vocab_size=st.frontend.vocab_size, max_model_len=n,
+                      speculative=st.registry.speculative_decoding())
 
 
-async def _serve(request: Request, st: GatewayState, prepared: Prepared, *, stream: bool, include_usage: bool,
-                 model: str, t0: float, return_token_ids: bool = False) -> Response:
+async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: SamplingFields, t0: float) -> Response:
     st.metrics.tokenize.observe(time.perf_counter() - t0)
     # Engines need ids unique per node; a client's x-request-id is echoed, not trusted to be unique.
     rid = new_request_id()
-    logger.info("request %s: x-request-id %s, %d prompt tokens", rid, request.state.request_id,
-                len(prepared.prompt_token_ids))
+    logger.info("request %s: x-request-id %s, %d prompt tokens, %d choice(s)", rid, request.state.request_id,
+                len(prepared.prompt_token_ids), prepared.n)
     override = request.headers.get("x-splitmind-route") if st.tuning.allow_route_override else None
-    gen = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override)
-    request.state.prefill_worker = gen.prefill_name
-    request.state.decode_worker = gen.decode.worker_id
-    st.metrics.requests.labels(gen.route).inc()
-    st.metrics.route_decisions.labels(gen.route, gen.reason).inc()
+    plan = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override, n=prepared.n)
+    request.state.prefill_worker = plan.prefill_name
+    request.state.decode_worker = plan.decode.worker_id
+    st.metrics.requests.labels(plan.route).inc()
+    st.metrics.route_decisions.labels(plan.route, plan.reason).inc()
     st.metrics.prompt_tokens.inc(len(prepared.prompt_token_ids))
-    run = _Run(st, gen, prepared, model, t0, return_token_ids)
-    if not stream:
-        return await _until_disconnect(request, run.collect())
-    events = gen.stream()
+    out = OpenAIResponse(st, plan, prepared, req.model, t0, return_token_ids=req.return_token_ids,
+                         include_usage=req.include_usage, continuous_usage=req.continuous_usage)
+    streams = SampleStreams([g.stream() for g in plan.samples])
+    if not req.stream:
+        return await _until_disconnect(request, _collect(out, streams))
     try:
-        first = await anext(events)
+        first = await anext(streams)
     except BaseException:
-        await events.aclose()
+        await streams.aclose()
         raise
-    return EventSourceResponse(run.sse(first, events, include_usage), ping=15, sep="\n")
+    return EventSourceResponse(_sse(out, first, streams), ping=15, sep="\n")
 
 
 async def _until_disconnect(request: Request, work: Any) -> Response:
@@ -133,135 +135,45 @@ async def _until_disconnect(request: Request, work: Any) -> Response:
             task.cancel()
 
 
-class _Run:
-    """One request's output: text assembly, OpenAI chunk shapes, metrics."""
+async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:
+    try:
+        async for index, delta in streams:
+            out.feed(index, delta)
+            if out.choices[index].finish is not None:
+                await streams.close(index)  # a stop string ends it early: abort it on the workers
+    finally:
+        await streams.aclose()
+    out.finish()
+    return JSONResponse(out.body())
 
-    def __init__(self, st: GatewayState, gen: Generation, prepared: Prepared, model: str, t0: float,
-                 return_token_ids: bool = False) -> None:
-        self.return_token_ids = return_token_ids
-        self.token_ids: list[int] = []
-        self.st = st
-        self.gen = gen
-        self.prepared = prepared
-        self.model = model
-        self.t0 = t0
-        self.created = int(time.time())
-        self.asm = Assembler(st.frontend, prepared)
-        self.last_token_at: float | None = None
-        self.decode_first_observed = False
-        self.id = ("chatcmpl-" if prepared.kind == "chat" else "cmpl-") + gen.request_id
 
-    def _observe(self, delta: TokenDelta) -> None:
-        now = time.perf_counter()
-        n = len(delta.token_ids)
-        if n == 0:
-            return
-        m = self.st.metrics
-        if self.last_token_at is None:
-            m.ttft.observe(now - self.t0)
-            if self.gen.timings.prefill_s is not None:
-                m.prefill.observe(self.gen.timings.prefill_s)
-        else:
-            gap = (now - self.last_token_at) / n
-            for _ in range(n):
-                m.itl.observe(gap)
-        if self.gen.timings.decode_first_s is not None and not self.decode_first_observed:
-            m.decode_first.observe(self.gen.timings.decode_first_s)
-            self.decode_first_observed = True
-        self.last_token_at = now
-        m.generation_tokens.inc(n)
-
-    def _finish(self) -> None:
-        self.st.metrics.e2e.observe(time.perf_counter() - self.t0)
-        self.st.metrics.reasoning_tokens.inc(self.asm.num_reasoning_tokens)
-
-    def usage(self) -> dict[str, Any]:
-        n_prompt = len(self.prepared.prompt_token_ids)
-        n_out = self.asm.num_completion_tokens
-        return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out,
-                "completion_tokens_details": {"reasoning_tokens": self.asm.num_reasoning_tokens}}
-
-    async def collect(self) -> JSONResponse:
-        reasoning, content = [], []
-        finish: str | None = None
-        async for delta in self.gen.stream():
-            self._observe(delta)
-            self.token_ids += delta.token_ids
-            segments, finish = self.asm.feed(delta)
-            reasoning += [seg.reasoning for seg in segments]
-            content += [seg.content for seg in segments]
+async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: SampleStreams
+               ) -> AsyncIterator[ServerSentEvent]:
+    try:
+        if out.is_chat:
+            for c in out.choices:
+                yield ServerSentEvent(data=out.chunk(c.index, None, None, first=True))
+        item: tuple[int, TokenDelta] | None = first
+        while item is not None:
+            index, delta = item
+            for seg in out.feed(index, delta):
+                yield ServerSentEvent(data=out.chunk(index, seg, None))
+            finish = out.choices[index].finish
             if finish is not None:
-                break  # a stop string ends the request early; leaving the loop aborts it on the workers
-        self._finish()
-        if self.prepared.kind == "completion":
-            choice: dict[str, Any] = {"index": 0, "text": "".join(content), "logprobs": None, "finish_reason": finish}
-            obj = "text_completion"
-        else:
-            r = "".join(reasoning) if self.st.frontend.is_reasoning_model else None
-            message = {"role": "assistant", "content": "".join(content), "reasoning_content": r or None,
-                       "reasoning": r or None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            obj = "chat.completion"
-        if self.return_token_ids:
-            choice["token_ids"] = self.token_ids
-            choice["prompt_token_ids"] = self.prepared.prompt_token_ids
-        body = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "choices": [choice], "usage": self.usage()}
-        return JSONResponse(body)
-
-    def _chunk(self, text: TextDelta | None, finish: str | None, *, first: bool = False,
-               include_usage: bool = False) -> str:
-        if self.prepared.kind == "completion":
-            choice: dict[str, Any] = {"index": 0, "text": text.content if text else "", "logprobs": None,
-                                      "finish_reason": finish}
-            obj = "text_completion"
-        else:
-            delta: dict[str, Any] = {}
-            if first:
-                delta["role"] = "assistant"
-                delta["content"] = ""
-            if text is not None and text.reasoning:
-                delta["reasoning_content"] = text.reasoning
-                delta["reasoning"] = text.reasoning
-            if text is not None and text.content:
-                delta["content"] = text.content
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            obj = "chat.completion.chunk"
-        body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                                "choices": [choice]}
-        if include_usage:
-            body["usage"] = None
-        return json.dumps(body)
-
-    async def sse(self, first: TokenDelta, events: AsyncGenerator[TokenDelta, None],
-                  include_usage: bool) -> AsyncIterator[ServerSentEvent]:
-        try:
-            if self.prepared.kind == "chat":
-                yield ServerSentEvent(data=self._chunk(None, None, first=True, include_usage=include_usage))
-            delta: TokenDelta | None = first
-            while delta is not None:
-                self._observe(delta)
-                segments, finish = self.asm.feed(delta)
-                for seg in segments:
-                    yield ServerSentEvent(data=self._chunk(seg, None, include_usage=include_usage))
-                if finish is not None:
-                    yield ServerSentEvent(data=self._chunk(None, finish, include_usage=include_usage))
-                    break
-                delta = await anext(events, None)
-            self._finish()
-            if include_usage:
-                obj = "chat.completion.chunk" if self.prepared.kind == "chat" else "text_completion"
-                usage: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created,
-                                         "model": self.model, "choices": [], "usage": self.usage()}
-                yield ServerSentEvent(data=json.dumps(usage))
-        except asyncio.CancelledError:
-            self.st.metrics.aborts.labels("client_disconnected").inc()
-            raise
-        except Exception as exc:  # after the stream started, errors travel in-band
-            yield ServerSentEvent(data=sse_error_data(exc))
-        finally:
-            await events.aclose()  # aborts on every worker still holding the request
-        yield ServerSentEvent(data="[DONE]")
+                yield ServerSentEvent(data=out.chunk(index, None, finish))
+                await streams.close(index)
+            item = await anext(streams, None)
+        out.finish()
+        if out.include_usage:
+            yield ServerSentEvent(data=out.usage_chunk())
+    except asyncio.CancelledError:
+        out.st.metrics.aborts.labels("client_disconnected").inc()
+        raise
+    except Exception as exc:  # after the stream started, errors travel in-band
+        yield ServerSentEvent(data=sse_error_data(exc))
+    finally:
+        await streams.aclose()  # aborts on every worker still holding the request
+    yield ServerSentEvent(data="[DONE]")
 
 
 def new_request_id() -> str:

@@ -5,6 +5,10 @@ State machine: the stream starts in reasoning when the prompt already opened a t
 `</think>` inside reasoning ends it; everything after is answer. Markers themselves are not
 text. A chunk may hold several tokens (MTP, a lagging reader), so a boundary in the middle of a
 chunk splits that chunk. Models without think tokens never reason.
+
+Each piece also says how many of the fed ids it consumed (`num_ids`: its text ids plus the
+markers it closed or opened), so per-token data such as logprobs can follow the text; a
+marker with no text beside it makes a piece of its own with no text ids.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 class Piece:
     is_reasoning: bool
     token_ids: list[int]
+    num_ids: int  # ids of the fed chunk this piece accounts for: token_ids plus markers
 
 
 class ReasoningSplitter:
@@ -31,26 +36,29 @@ class ReasoningSplitter:
     def feed(self, token_ids: list[int]) -> list[Piece]:
         pieces: list[Piece] = []
         current: list[int] = []
+        num_ids = 0
         current_kind = self.in_reasoning
 
         def flush() -> None:
-            nonlocal current
-            if current:
-                pieces.append(Piece(current_kind, current))
-                current = []
+            nonlocal current, num_ids
+            if num_ids:
+                pieces.append(Piece(current_kind, current, num_ids))
+                current, num_ids = [], 0
 
         for tid in token_ids:
             if self.enabled and not self.done_reasoning:
-                if self.in_reasoning and tid == self.end_id:
+                if self.in_reasoning and tid == self.end_id:  # closes the reasoning piece
                     self.num_reasoning_tokens += 1
+                    num_ids += 1
                     flush()
                     self.in_reasoning = False
                     self.done_reasoning = True
                     current_kind = False
                     continue
-                if not self.in_reasoning and not self.seen_answer and tid == self.start_id:
+                if not self.in_reasoning and not self.seen_answer and tid == self.start_id:  # opens one
                     self.num_reasoning_tokens += 1
                     flush()
+                    num_ids += 1
                     self.in_reasoning = True
                     current_kind = True
                     continue
@@ -59,5 +67,6 @@ class ReasoningSplitter:
             else:
                 self.seen_answer = True
             current.append(tid)
+            num_ids += 1
         flush()
         return pieces

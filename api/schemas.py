@@ -1,8 +1,10 @@
 """OpenAI request schemas (pydantic, the HTTP edge only).
 
 Unknown fields are rejected (400 naming the field), and known OpenAI fields that splitmind does
-not implement are rejected too: a client should learn at once that `n=2` or `logprobs` did not
-happen, not find out from the output. `user`, `metadata` and `store` are accepted and ignored.
+not implement are rejected too: a client should learn at once that `best_of` or `tools` did not
+happen, not find out from the output. `user` and `metadata` are accepted and ignored (they
+label a request; nothing is stored to label), and `store` only as false.
+Checks that depend on the deployment (vocabulary, speculative decoding) are in `api/sampling.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from splitmind.errors import UnsupportedParameterError
+from splitmind.errors import InvalidRequestError, UnsupportedParameterError
+from splitmind.protocol import MAX_LOGPROBS
+
+MAX_N = 64  # choices per request: GRPO groups and best-of-n use 4-64
+MAX_LOGIT_BIAS_ENTRIES = 1024
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # int64, as vLLM and OpenAI clients send seeds
 
 
 class StreamOptions(BaseModel):
@@ -50,7 +57,7 @@ class SamplingFields(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -58,16 +65,14 @@ class SamplingFields(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     ignore_eos: bool = False
     return_token_ids: bool = False  # vLLM extension: prompt and output token ids in the response
-    n: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None
-    # Known OpenAI/vLLM fields splitmind does not implement (yet): rejected with a 400.
-    logprobs: Any = None
-    top_logprobs: Any = None
-    logit_bias: Any = None
+    logit_bias: dict[str, float] | None = Field(default=None, max_length=MAX_LOGIT_BIAS_ENTRIES)
+    # Known OpenAI/vLLM fields splitmind does not implement: rejected with a 400.
     best_of: Any = None
 
     @field_validator("stop")
@@ -77,21 +82,33 @@ class SamplingFields(BaseModel):
             raise ValueError("at most 16 stop sequences")
         return v
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (v or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids, not {key[:32]!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError("biases must be between -100 and 100")
+        return v
+
     @model_validator(mode="after")
     def _unsupported(self) -> SamplingFields:
-        if self.n not in (None, 1):
-            raise UnsupportedParameterError("only n=1 is supported", param="n")
-        if self.logprobs not in (None, False, 0):
-            raise UnsupportedParameterError("logprobs are not supported", param="logprobs")
-        if self.top_logprobs not in (None, 0):
-            raise UnsupportedParameterError("top_logprobs is not supported", param="top_logprobs")
-        if self.logit_bias:
-            raise UnsupportedParameterError("logit_bias is not supported", param="logit_bias")
+        if self.store:
+            raise UnsupportedParameterError("splitmind does not store completions", param="store")
         if self.best_of not in (None, 1):
             raise UnsupportedParameterError("best_of is not supported", param="best_of")
         if self.stream_options is not None and not self.stream:
             raise UnsupportedParameterError("stream_options needs stream=true", param="stream_options")
         return self
+
+    @property
+    def num_choices(self) -> int:
+        return self.n or 1
+
+    def num_logprobs(self) -> int | None:
+        """Alternatives per token to return; None: no logprobs."""
+        raise NotImplementedError
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -100,12 +117,20 @@ class SamplingFields(BaseModel):
 
     @property
     def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
+        """A final chunk with usage; asking for continuous usage implies it."""
+        so = self.stream_options
+        return bool(so and (so.include_usage or so.continuous_usage_stats))
+
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     chat_template_kwargs: dict[str, Any] | None = None
     tools: Any = None
     tool_choice: Any = None
@@ -122,7 +147,12 @@ class ChatCompletionRequest(SamplingFields):
         if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
             raise UnsupportedParameterError("only response_format {'type': 'text'} is supported",
                                             param="response_format")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs=true", param="top_logprobs")
         return self
+
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -130,6 +160,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
     suffix: str | None = None
 
@@ -145,6 +176,9 @@ class CompletionRequest(SamplingFields):
         if isinstance(p, list) and not p:
             raise ValueError("prompt must not be empty")
         return self
+
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens

@@ -45,6 +45,11 @@ class ModelFrontend:
         self.stop_token_ids = self._stop_token_ids(Path(model_dir))
 
     @property
+    def vocab_size(self) -> int:
+        """Token ids below this are the tokenizer's (added tokens included)."""
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @property
     def is_reasoning_model(self) -> bool:
         return self.think_start_id is not None and self.think_end_id is not None
 

@@ -29,6 +29,7 @@ from splitmind.protocol import (
     TokenDelta,
     encoder,
     from_node_decoder,
+    merge_deltas,
     stats_decoder,
 )
 
@@ -52,12 +53,7 @@ class RequestStream:
         elif self._pending is None:
             self._pending = msg
         else:
-            prev = self._pending
-            self._pending = TokenDelta(
-                request_id=msg.request_id, token_ids=prev.token_ids + msg.token_ids,
-                finish_reason=msg.finish_reason, kv_transfer=msg.kv_transfer or prev.kv_transfer,
-                num_prompt_tokens=msg.num_prompt_tokens, num_cached_tokens=msg.num_cached_tokens,
-            )
+            self._pending = merge_deltas(self._pending, msg)
         self._ready.set()
 
     def fail(self, message: str) -> None:

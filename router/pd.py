@@ -10,6 +10,13 @@ any token exists); `Generation.stream()` runs the phases:
 
 Leaving `stream()` early (client gone, timeout, error) aborts the request on every worker that
 still holds it, in `finally`, and re-raises: cancellation is never swallowed.
+
+A request for n choices is a `Plan` of n `Generation`s on one decode node. Only the first is
+prefilled remotely: the prompt is prefilled once and its KV shipped once. The others start on
+the decode node once the first's KV has landed there (its first decode token), so the decode
+node's prefix cache serves them every full KV block of the prompt; each computes only the
+partial last block and samples its own first token. Sample i > 0 gets seed + i when a seed is
+set (vLLM's own rule for n > 1).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDec
 from router.registry import WorkerRegistry
 from splitmind.config import GatewayTuning
 from splitmind.errors import NoWorkerError
-from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta
+from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta, merge_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class PhaseTimings:
 
 @dataclass
 class Generation:
+    """One sample of a request."""
+
     request_id: str
     prompt_token_ids: list[int]
     sampling: Sampling
@@ -55,6 +64,8 @@ class Generation:
     reason: str
     tuning: GatewayTuning
     timings: PhaseTimings = field(default_factory=PhaseTimings)
+    kv_on_decode: asyncio.Event | None = None  # set by this sample once the prompt's KV is on the decode node
+    start_after: asyncio.Event | None = None  # this sample waits for another's `kv_on_decode`
 
     @property
     def prefill_name(self) -> str:
@@ -64,6 +75,9 @@ class Generation:
         """Token deltas for the client; the last has `finish_reason` set."""
         open_streams: list[tuple[WorkerClient, RequestStream]] = []
         try:
+            if self.start_after is not None:
+                async with asyncio.timeout(self.tuning.prefill_timeout_s + self.tuning.first_token_timeout_s):
+                    await self.start_after.wait()
             prompt = self.prompt_token_ids
             sampling = self.sampling
             kv = None
@@ -85,10 +99,14 @@ class Generation:
                 if self.timings.decode_first_s is None:
                     self.timings.decode_first_s = time.perf_counter() - sent
                 timeout = self.tuning.stream_idle_timeout_s
+                if self.kv_on_decode is not None:
+                    self.kv_on_decode.set()
                 yield delta
                 if delta.finish_reason is not None:
                     return
         finally:
+            if self.kv_on_decode is not None:
+                self.kv_on_decode.set()  # never leave the other samples waiting
             await self._release(open_streams)
 
     async def _prefill(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> TokenDelta:
@@ -97,14 +115,14 @@ class Generation:
         pstream = await self.prefill.open(GenerateRequest(self.request_id, self.prompt_token_ids, self.sampling))
         open_streams.append((self.prefill, pstream))
         deadline = sent + self.tuning.prefill_timeout_s
-        token_ids: list[int] = []
+        merged: TokenDelta | None = None
         while True:
             delta = await pstream.next(max(0.001, deadline - time.perf_counter()))
-            token_ids += delta.token_ids
+            merged = delta if merged is None else merge_deltas(merged, delta)
             if delta.finish_reason is not None:
                 break
         self.timings.prefill_s = time.perf_counter() - sent
-        return msgspec.structs.replace(delta, token_ids=token_ids)
+        return merged
 
     async def _release(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
         for worker, stream in open_streams:
@@ -117,6 +135,34 @@ class Generation:
                 await asyncio.shield(worker.abort(self.request_id))
 
 
+@dataclass
+class Plan:
+    """The workers chosen for one request, and its samples (one per choice)."""
+
+    request_id: str
+    samples: list[Generation]
+    route: str
+    reason: str
+
+    @property
+    def prefill_name(self) -> str:
+        return self.samples[0].prefill_name
+
+    @property
+    def decode(self) -> WorkerClient:
+        return self.samples[0].decode
+
+    @property
+    def timings(self) -> PhaseTimings:
+        return self.samples[0].timings
+
+
+def sample_sampling(sampling: Sampling, index: int) -> Sampling:
+    if index == 0 or sampling.seed is None:
+        return sampling
+    return msgspec.structs.replace(sampling, seed=sampling.seed + index)
+
+
 class Orchestrator:
     def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
                  decider: PDDecider | None = None, profile: Profile | None = None) -> None:
@@ -126,7 +172,7 @@ class Orchestrator:
         self.profile = profile or Profile([WeightedScorer(LeastLoadedScorer())])
 
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
-             route_override: str | None = None) -> Generation:
+             route_override: str | None = None, n: int = 1) -> Plan:
         req = RouteRequest(request_id, len(prompt_token_ids))
         decode = self.profile.pick(req, self.registry.healthy(Role.DECODE))
         if decode is None:
@@ -148,4 +194,9 @@ class Orchestrator:
                     raise NoWorkerError("no healthy prefill worker")
                 reason = "no_prefill_worker"
         route = ROUTE_DISAGGREGATED if prefill is not None else ROUTE_COLOCATED
-        return Generation(request_id, prompt_token_ids, sampling, decode, prefill, route, reason, self.tuning)
+        first = Generation(request_id if n == 1 else f"{request_id}-0", prompt_token_ids, sampling, decode, prefill,
+                           route, reason, self.tuning, kv_on_decode=asyncio.Event() if n > 1 else None)
+        others = [Generation(f"{request_id}-{i}", prompt_token_ids, sample_sampling(sampling, i), decode, None,
+                             ROUTE_COLOCATED, "sample_after_first", self.tuning, start_after=first.kv_on_decode)
+                  for i in range(1, n)]
+        return Plan(request_id, [first, *others], route, reason)

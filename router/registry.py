@@ -61,6 +61,10 @@ class WorkerRegistry:
     def healthy(self, role: Role) -> list[WorkerClient]:
         return [w for w in self.workers.values() if w.role == role and w.is_healthy(self.heartbeat_timeout_s)]
 
+    def speculative_decoding(self) -> bool:
+        """Whether any worker that answered its handshake runs speculative decoding (MTP)."""
+        return any(w.info is not None and w.info.mtp_tokens > 0 for w in self.workers.values())
+
     def max_model_len(self) -> int | None:
         lens = [w.info.max_model_len for w in self.workers.values() if w.info is not None]
         return min(lens) if lens else None

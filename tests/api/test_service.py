@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer
 
+from api.sampling import Deployment
 from api.schemas import ChatCompletionRequest
 from api.service import Assembler, prepare_chat
 from api.tokenization import ModelFrontend
@@ -19,6 +20,10 @@ def frontend(tmp_path_factory: pytest.TempPathFactory) -> ModelFrontend:
     return ModelFrontend(str(d))
 
 
+def dep(fe: ModelFrontend, max_model_len: int, *, speculative: bool = False) -> Deployment:
+    return Deployment(vocab_size=fe.vocab_size, max_model_len=max_model_len, speculative=speculative)
+
+
 def chat(**kw: object) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw})
 
@@ -31,7 +36,7 @@ def test_one_delta_across_the_boundary_gives_two_segments(frontend: ModelFronten
     """Bug: a delta holding the end of the reasoning, `</think>` and the answer (merged while the
     reader lagged) became one SSE chunk with both `reasoning_content` and `content`.
     Fix: the assembler returns ordered segments, each all reasoning or all answer."""
-    asm = Assembler(frontend, prepare_chat(chat(), frontend, 2048))
+    asm = Assembler(frontend, prepare_chat(chat(), frontend, dep(frontend, 2048)))
     segments, finish = asm.feed(TokenDelta("r", reply_ids(frontend), FinishReason.STOP))
     assert [(s.reasoning, s.content) for s in segments] == [
         (" Let me think carefully.", ""), ("", " The answer is 42")]
@@ -40,7 +45,7 @@ def test_one_delta_across_the_boundary_gives_two_segments(frontend: ModelFronten
 
 
 def test_token_by_token_gives_the_same_text(frontend: ModelFrontend) -> None:
-    asm = Assembler(frontend, prepare_chat(chat(), frontend, 2048))
+    asm = Assembler(frontend, prepare_chat(chat(), frontend, dep(frontend, 2048)))
     ids = reply_ids(frontend)
     reasoning = content = ""
     for i, tid in enumerate(ids):
@@ -53,21 +58,21 @@ def test_token_by_token_gives_the_same_text(frontend: ModelFrontend) -> None:
 
 
 def test_thinking_off_starts_in_the_answer(frontend: ModelFrontend) -> None:
-    prepared = prepare_chat(chat(chat_template_kwargs={"enable_thinking": False}), frontend, 2048)
+    prepared = prepare_chat(chat(chat_template_kwargs={"enable_thinking": False}), frontend, dep(frontend, 2048))
     assert not prepared.starts_in_reasoning
-    assert prepare_chat(chat(), frontend, 2048).starts_in_reasoning
+    assert prepare_chat(chat(), frontend, dep(frontend, 2048)).starts_in_reasoning
 
 
 def test_max_tokens_defaults_to_the_room_left(frontend: ModelFrontend) -> None:
-    prepared = prepare_chat(chat(), frontend, 100)
+    prepared = prepare_chat(chat(), frontend, dep(frontend, 100))
     assert prepared.sampling.max_tokens == 100 - len(prepared.prompt_token_ids)
     with pytest.raises(ContextLengthError):
-        prepare_chat(chat(max_tokens=100), frontend, 100)
+        prepare_chat(chat(max_tokens=100), frontend, dep(frontend, 100))
 
 
 def test_stop_ids_include_the_models_eos(frontend: ModelFrontend) -> None:
-    prepared = prepare_chat(chat(), frontend, 2048)
+    prepared = prepare_chat(chat(), frontend, dep(frontend, 2048))
     assert frontend.tokenizer.token_to_id("<|im_end|>") in prepared.sampling.stop_token_ids
-    assert prepare_chat(chat(ignore_eos=True), frontend, 2048).sampling.stop_token_ids == []
+    assert prepare_chat(chat(ignore_eos=True), frontend, dep(frontend, 2048)).sampling.stop_token_ids == []
 
 

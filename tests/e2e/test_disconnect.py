@@ -47,3 +47,19 @@ def test_non_streaming_client_disconnect_aborts_everywhere(scripted_cluster: Run
     else:
         raise AssertionError("the request should outlast the client's 1.5 s timeout")
     assert wait_idle(scripted_cluster, 2.0) <= 2.0
+
+
+def test_leaving_a_stream_of_n_choices_aborts_every_sample(scripted_cluster: RunningCluster) -> None:
+    wait_idle(scripted_cluster, 10)
+    stream = client(scripted_cluster).chat.completions.create(
+        model="model", messages=[{"role": "user", "content": "go on"}], n=4, stream=True, max_tokens=1900,
+        extra_body={"ignore_eos": True})
+    seen: set[int] = set()
+    for chunk in stream:
+        seen.update(c.index for c in chunk.choices if c.delta.content or c.delta.model_extra)
+        if len(seen) == 4:
+            break
+    workers = {w["id"]: w for w in busy_workers(scripted_cluster)}
+    assert workers["decode-0"]["open_streams"] == 4, "every choice is decoding when the client leaves"
+    stream.close()
+    assert wait_idle(scripted_cluster, 2.0) <= 2.0

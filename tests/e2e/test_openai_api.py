@@ -59,6 +59,18 @@ def test_chat_streaming_fields_and_usage(scripted_cluster: RunningCluster) -> No
     assert usage is not None and usage.completion_tokens_details.reasoning_tokens > 0  # type: ignore[union-attr]
 
 
+def test_continuous_usage_in_every_chunk(scripted_cluster: RunningCluster) -> None:
+    """vLLM's `continuous_usage_stats`: usage so far in every chunk (it was accepted and ignored)."""
+    stream = client(scripted_cluster).chat.completions.create(
+        model="model", messages=MESSAGES, temperature=0, stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True})  # type: ignore[typeddict-unknown-key]
+    counts = []
+    for chunk in stream:
+        assert chunk.usage is not None
+        counts.append(chunk.usage.completion_tokens)
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] > 5
+
+
 def test_thinking_off_gives_no_reasoning(scripted_cluster: RunningCluster) -> None:
     r = client(scripted_cluster).chat.completions.create(
         model="model", messages=MESSAGES, temperature=0, max_tokens=8,

@@ -1,0 +1,157 @@
+"""One request's output in OpenAI's shapes: its choices, chunks, usage and metrics.
+
+Each choice (one per sample, `n`) has its own assembler: reasoning split, detokenization, stop
+strings, logprobs. Usage counts the prompt once and every choice's completion tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.logprobs import TokenText, chat_logprobs, completion_logprobs
+from api.service import Assembler, Prepared, TextDelta
+from api.state import GatewayState
+from router.pd import Plan
+from splitmind.protocol import TokenDelta, TokenLogprob
+
+
+@dataclass
+class Choice:
+    index: int
+    asm: Assembler
+    token_ids: list[int] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    text_offset: int = 0  # completions: where the next token's text starts (logprobs' text_offset)
+    finish: str | None = None
+    last_token_at: float | None = None
+
+
+class Response:
+    def __init__(self, st: GatewayState, plan: Plan, prepared: Prepared, model: str, t0: float, *,
+                 return_token_ids: bool = False, include_usage: bool = False, continuous_usage: bool = False) -> None:
+        self.st = st
+        self.include_usage = include_usage  # streams: a last chunk with usage, `usage: null` before it
+        self.continuous_usage = continuous_usage  # streams: usage so far in every chunk (vLLM's extension)
+        self.plan = plan
+        self.prepared = prepared
+        self.model = model
+        self.t0 = t0
+        self.return_token_ids = return_token_ids
+        self.created = int(time.time())
+        self.choices = [Choice(i, Assembler(st.frontend, prepared)) for i in range(prepared.n)]
+        self.token_text = TokenText(st.frontend.tokenizer)
+        self.first_token_seen = False
+        self.decode_first_observed = False
+        self.is_chat = prepared.kind == "chat"
+        self.id = ("chatcmpl-" if self.is_chat else "cmpl-") + plan.request_id
+        self.object = "chat.completion.chunk" if self.is_chat else "text_completion"
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.prepared.sampling.logprobs is not None
+
+    def feed(self, index: int, delta: TokenDelta) -> list[TextDelta]:
+        """Text segments of choice `index` from its next delta; sets its `finish` when it ends."""
+        choice = self.choices[index]
+        self._observe(choice, delta)
+        choice.token_ids += delta.token_ids
+        segments, choice.finish = choice.asm.feed(delta)
+        for seg in segments:
+            choice.reasoning.append(seg.reasoning)
+            choice.content.append(seg.content)
+            choice.logprobs += seg.logprobs
+        return segments
+
+    def _observe(self, choice: Choice, delta: TokenDelta) -> None:
+        now = time.perf_counter()
+        n = len(delta.token_ids)
+        if n == 0:
+            return
+        m = self.st.metrics
+        if not self.first_token_seen:
+            self.first_token_seen = True
+            m.ttft.observe(now - self.t0)
+            if self.plan.timings.prefill_s is not None:
+                m.prefill.observe(self.plan.timings.prefill_s)
+        if choice.last_token_at is not None:
+            gap = (now - choice.last_token_at) / n
+            for _ in range(n):
+                m.itl.observe(gap)
+        if self.plan.timings.decode_first_s is not None and not self.decode_first_observed:
+            m.decode_first.observe(self.plan.timings.decode_first_s)
+            self.decode_first_observed = True
+        choice.last_token_at = now
+        m.generation_tokens.inc(n)
+
+    def finish(self) -> None:
+        self.st.metrics.e2e.observe(time.perf_counter() - self.t0)
+        self.st.metrics.reasoning_tokens.inc(sum(c.asm.num_reasoning_tokens for c in self.choices))
+
+    def usage(self) -> dict[str, Any]:
+        n_prompt = len(self.prepared.prompt_token_ids)
+        n_out = sum(c.asm.num_completion_tokens for c in self.choices)
+        reasoning = sum(c.asm.num_reasoning_tokens for c in self.choices)
+        return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out,
+                "completion_tokens_details": {"reasoning_tokens": reasoning}}
+
+    def _logprobs(self, choice: Choice, entries: list[TokenLogprob]) -> dict[str, Any] | None:
+        if not self.wants_logprobs:
+            return None
+        if self.is_chat:
+            return chat_logprobs(entries, self.token_text)
+        out, choice.text_offset = completion_logprobs(entries, self.token_text, choice.text_offset)
+        return out
+
+    def body(self) -> dict[str, Any]:
+        """The whole response, once every choice has finished."""
+        choices = []
+        for c in self.choices:
+            content = "".join(c.content)
+            if self.is_chat:
+                r = "".join(c.reasoning) if self.st.frontend.is_reasoning_model else None
+                message = {"role": "assistant", "content": content, "reasoning_content": r or None,
+                           "reasoning": r or None}
+                choice: dict[str, Any] = {"index": c.index, "message": message,
+                                          "logprobs": self._logprobs(c, c.logprobs), "finish_reason": c.finish}
+            else:
+                choice = {"index": c.index, "text": content, "logprobs": self._logprobs(c, c.logprobs),
+                          "finish_reason": c.finish}
+            if self.return_token_ids:
+                choice["token_ids"] = c.token_ids
+                choice["prompt_token_ids"] = self.prepared.prompt_token_ids
+            choices.append(choice)
+        return {"id": self.id, "object": "chat.completion" if self.is_chat else "text_completion",
+                "created": self.created, "model": self.model, "choices": choices, "usage": self.usage()}
+
+    def chunk(self, index: int, text: TextDelta | None, finish: str | None, *, first: bool = False) -> str:
+        choice_state = self.choices[index]
+        if self.is_chat:
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+                delta["content"] = ""
+            if text is not None and text.reasoning:
+                delta["reasoning_content"] = text.reasoning
+                delta["reasoning"] = text.reasoning
+            if text is not None and text.content:
+                delta["content"] = text.content
+            choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text.content if text else "", "finish_reason": finish}
+        choice["logprobs"] = self._logprobs(choice_state, text.logprobs) if text is not None and text.logprobs else None
+        body: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                                "choices": [choice]}
+        if self.continuous_usage:
+            body["usage"] = self.usage()
+        elif self.include_usage:
+            body["usage"] = None
+        return json.dumps(body)
+
+    def usage_chunk(self) -> str:
+        return json.dumps({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                           "choices": [], "usage": self.usage()})
