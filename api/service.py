@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from api.detokenize import StopMatcher, TextStream
-from api.reasoning import ReasoningSplitter
 from api.sampling import Deployment, build_sampling
 from api.schemas import ChatCompletionRequest, CompletionRequest
 from api.tokenization import ModelFrontend
 from splitmind.errors import InvalidRequestError
 from splitmind.protocol import FinishReason, Sampling, TokenDelta, TokenLogprob
+from splitmind.reasoning import ReasoningSplitter
 
 FINISH_NAMES = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from api.logprobs import TokenText, chat_logprobs, completion_logprobs
-from api.reasoning import ReasoningSplitter
 from api.sampling import Deployment
 from api.schemas import ChatCompletionRequest
 from api.service import Assembler, prepare_chat
 from api.tokenization import ModelFrontend
 from models.test_checkpoints import CheckpointSpec, build_checkpoint, scripted_chain
 from splitmind.protocol import FinishReason, TokenDelta, TokenLogprob
+from splitmind.reasoning import ReasoningSplitter
 
 START, END = 100, 101
 

@@ -1,6 +1,6 @@
 """The reasoning/answer split works on token ids, whatever the chunking."""
 
-from api.reasoning import ReasoningSplitter
+from splitmind.reasoning import ReasoningSplitter
 
 START, END = 100, 101
 
