@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import Any, Protocol
 
 import zmq
@@ -40,6 +41,9 @@ from splitmind.protocol import (
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 0.5
+SEND_QUEUE_MESSAGES = 10_000  # per gateway, before the node waits for it to read
+SEND_TIMEOUT_S = 60.0  # a gateway that reads nothing for this long has given up on its requests
+SEND_RETRY_S = 1.0
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
 
@@ -49,6 +53,10 @@ class RoleHandler(Protocol):
     role: Role
 
     def sampling_params(self, req: GenerateRequest) -> Any: ...
+
+
+class GatewayGone(Exception):
+    """The gateway a reply is for cannot take it: disconnected, or not reading."""
 
 
 class NodeServer:
@@ -62,6 +70,12 @@ class NodeServer:
         self.pub = self.ctx.socket(zmq.PUB)
         for sock in (self.rpc, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
+        # A ROUTER drops, silently, what it cannot queue for a peer; a gateway that fell behind
+        # for a moment then lost deltas and waited out its timeout (3 of 3,300 requests in
+        # bench/thinking_budgets.py). Mandatory routing makes a full queue wait instead, and a
+        # vanished gateway an error (EHOSTUNREACH) that ends its requests.
+        self.rpc.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.rpc.setsockopt(zmq.SNDHWM, SEND_QUEUE_MESSAGES)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.replies: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends
         self.started: set[str] = set()  # requests that produced output (running, not waiting)
@@ -101,9 +115,9 @@ class NodeServer:
             elif isinstance(msg, AbortRequest):
                 self._abort(msg.request_id)
             elif isinstance(msg, HealthRequest):
-                await self._reply_health(identity, msg)
+                self._reply_health(identity, msg)
 
-    async def _reply_health(self, identity: bytes, msg: HealthRequest) -> None:
+    def _reply_health(self, identity: bytes, msg: HealthRequest) -> None:
         if msg.protocol_version != PROTOCOL_VERSION:
             reply: Any = ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST,
                                     f"protocol version {msg.protocol_version} != node's {PROTOCOL_VERSION}")
@@ -113,14 +127,21 @@ class NodeServer:
                 pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
                 model=self.spec.model, max_model_len=self.max_model_len, mtp_tokens=self.mtp_tokens,
             )
-        await self._send(identity, reply)
+        self._reply_later(identity, reply)
+
+    def _reply_later(self, identity: bytes, msg: Any) -> None:
+        """Send off the receive loop: a gateway slow to read must not hold up the others' aborts."""
+        async def send() -> None:
+            with contextlib.suppress(GatewayGone):
+                await self._send(identity, msg)
+
+        reply = asyncio.create_task(send())
+        self.replies.add(reply)
+        reply.add_done_callback(self.replies.discard)
 
     def _start(self, identity: bytes, req: GenerateRequest) -> None:
         if req.request_id in self.tasks:
-            reply = asyncio.create_task(self._send(identity, ErrorReply(
-                req.request_id, ErrorCode.BAD_REQUEST, "duplicate request id")))
-            self.replies.add(reply)
-            reply.add_done_callback(self.replies.discard)
+            self._reply_later(identity, ErrorReply(req.request_id, ErrorCode.BAD_REQUEST, "duplicate request id"))
             return
         task = asyncio.create_task(self._generate(identity, req), name=f"generate-{req.request_id}")
         self.tasks[req.request_id] = task
@@ -144,20 +165,26 @@ class NodeServer:
             prompt = TokensPrompt(prompt_token_ids=req.prompt_token_ids)
             self.counters.requests_total += 1
             num_top = req.sampling.logprobs
-            async for out in self.engine.generate(prompt, params, rid):
-                self.started.add(rid)
-                comp = out.outputs[0]
-                finish = _FINISH.get(comp.finish_reason or "") if out.finished else None
-                kv = kv_params_from_vllm(out.kv_transfer_params) if out.finished and out.kv_transfer_params else None
-                token_ids = list(comp.token_ids)
-                logprobs = token_logprobs(token_ids, comp.logprobs, num_top) if num_top is not None else None
-                await self._send(identity, TokenDelta(
-                    request_id=rid, token_ids=token_ids, finish_reason=finish, kv_transfer=kv,
-                    num_prompt_tokens=len(req.prompt_token_ids), num_cached_tokens=out.num_cached_tokens or 0,
-                    logprobs=logprobs,
-                ))
+            # aclosing: when a send fails, the generator's close aborts the engine request now,
+            # not whenever the garbage collector finds it
+            async with contextlib.aclosing(self.engine.generate(prompt, params, rid)) as outputs:
+                async for out in outputs:
+                    self.started.add(rid)
+                    comp = out.outputs[0]
+                    finish = _FINISH.get(comp.finish_reason or "") if out.finished else None
+                    kv_params = out.kv_transfer_params if out.finished else None
+                    kv = kv_params_from_vllm(kv_params) if kv_params else None
+                    token_ids = list(comp.token_ids)
+                    logprobs = token_logprobs(token_ids, comp.logprobs, num_top) if num_top is not None else None
+                    await self._send(identity, TokenDelta(
+                        request_id=rid, token_ids=token_ids, finish_reason=finish, kv_transfer=kv,
+                        num_prompt_tokens=len(req.prompt_token_ids), num_cached_tokens=out.num_cached_tokens or 0,
+                        logprobs=logprobs,
+                    ))
         except asyncio.CancelledError:
             raise  # AsyncLLM.generate aborted the engine request on its way out
+        except GatewayGone as exc:
+            logger.warning("request %s: aborted, %s", rid, exc)
         except Exception as exc:
             logger.exception("request %s failed", rid)
             code = ErrorCode.BAD_REQUEST if isinstance(exc, ValueError) else ErrorCode.INTERNAL
@@ -168,7 +195,23 @@ class NodeServer:
             self.started.discard(rid)
 
     async def _send(self, identity: bytes, msg: Any) -> None:
-        await self.rpc.send_multipart([identity, encoder.encode(msg)])
+        frames = [identity, encoder.encode(msg)]
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        while True:
+            try:
+                # A send waiting on a full queue is not woken when its gateway disconnects (the
+                # socket never turns writable for it), so it waits in slices and tries again:
+                # the retry is what raises EHOSTUNREACH.
+                async with asyncio.timeout(SEND_RETRY_S):
+                    await self.rpc.send_multipart(frames)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise GatewayGone(f"its gateway read nothing for {SEND_TIMEOUT_S:.0f} s") from None
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    raise GatewayGone("its gateway disconnected") from None
+                raise
 
     def stats(self) -> NodeStats:
         c = self.counters

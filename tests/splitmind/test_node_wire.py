@@ -1,0 +1,164 @@
+"""The request plane under load: a node's replies reach a gateway that fell behind, all of them,
+and a node stops generating for a gateway that went away.
+
+A fake engine (no vLLM) stands in so that thousands of deltas leave the node faster than the
+gateway reads them; the sockets, the node server and the worker client are the real ones, with
+small queues and kernel buffers so that they fill within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from router.client import WorkerClient
+from splitmind.config import EngineConfig, NodeSpec, WorkerAddress
+from splitmind.launcher import free_port
+from splitmind.node.counters import EngineCounters
+from splitmind.node.runtime import NodeServer
+from splitmind.protocol import GenerateRequest, Role, Sampling
+
+QUEUE_MESSAGES = 500  # the node's queue per gateway, small here so that it fills in a second
+KERNEL_BUFFER_BYTES = 4096
+NUM_DELTAS = 10_000  # far more than the queues and buffers between the two sockets hold
+
+
+class FakeEngine:
+    vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
+
+    def __init__(self) -> None:
+        self.closed: list[str] = []  # requests whose generator was closed before its end
+
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
+        try:
+            for i in range(NUM_DELTAS):
+                last = i == NUM_DELTAS - 1
+                yield SimpleNamespace(
+                    outputs=[SimpleNamespace(token_ids=[i % 50], finish_reason="length" if last else None,
+                                             logprobs=None)],
+                    finished=last, kv_transfer_params=None, num_cached_tokens=0)
+        except GeneratorExit:  # what AsyncLLM.generate turns into an engine abort
+            self.closed.append(request_id)
+            raise
+
+
+class Handler:
+    role = Role.DECODE
+
+    def sampling_params(self, req: GenerateRequest) -> Any:
+        return None
+
+
+class NodeThread:
+    """A NodeServer on its own event loop, as a node process would run it."""
+
+    def __init__(self) -> None:
+        host = "127.0.0.1"
+        self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{free_port(host)}",
+                             f"tcp://{host}:{free_port(host)}", host, free_port(host))
+        self.engine = FakeEngine()
+        self.server: NodeServer | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = NodeServer(self.spec, self.engine, Handler(), EngineCounters())
+        self.server.rpc.setsockopt(zmq.SNDBUF, KERNEL_BUFFER_BYTES)
+        self.server.rpc.setsockopt(zmq.SNDHWM, QUEUE_MESSAGES)
+        self.task = self.loop.create_task(self.server.serve())
+        self.ready.set()
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+
+    def client(self, ctx: zmq.asyncio.Context) -> WorkerClient:
+        client = WorkerClient(WorkerAddress("decode-0", Role.DECODE, self.spec.rpc_address,
+                                            self.spec.stats_address), ctx)
+        client.dealer.setsockopt(zmq.RCVBUF, KERNEL_BUFFER_BYTES)
+        client.start()
+        return client
+
+    def running(self) -> int:
+        assert self.server is not None
+        return len(self.server.tasks)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(10)
+
+
+def test_a_gateway_that_falls_behind_loses_no_token() -> None:
+    """Bug: the node's ROUTER socket drops messages for a peer whose queue is full (ZMQ's
+    default), so a gateway that fell behind for a moment lost deltas: tokens missing from a
+    reply, or its last delta, and the request waited out its 120 s timeout (seen in
+    bench/thinking_budgets.py, 3 of 3,300 requests). Fix: mandatory routing, so that the node
+    waits until the gateway reads."""
+    node = NodeThread()
+
+    async def gateway() -> int:
+        ctx = zmq.asyncio.Context()
+        client = node.client(ctx)
+        await client.health(10)
+        stream = await client.open(GenerateRequest("r1", [1, 2, 3], Sampling(max_tokens=NUM_DELTAS)))
+        first = await stream.next(30)  # the node is generating (its first request imports vLLM)
+        time.sleep(1.5)  # noqa: ASYNC251 - on purpose: a CPU-starved gateway's loop, the node sends on
+        tokens = len(first.token_ids)
+        while True:
+            delta = await stream.next(10)
+            tokens += len(delta.token_ids)
+            if delta.finish_reason is not None:
+                break
+        await client.close()
+        ctx.term()
+        return tokens
+
+    try:
+        assert asyncio.run(gateway()) == NUM_DELTAS
+    finally:
+        node.stop()
+
+
+def test_a_node_stops_generating_for_a_gateway_that_went_away() -> None:
+    """With mandatory routing a reply to a vanished gateway is an error, not a silent drop: the
+    node ends the request and closes the engine's generator (an engine abort), and it goes on
+    serving the next gateway."""
+    node = NodeThread()
+
+    async def leave_mid_request() -> None:
+        ctx = zmq.asyncio.Context()
+        client = node.client(ctx)
+        await client.health(10)
+        stream = await client.open(GenerateRequest("r1", [1, 2, 3], Sampling(max_tokens=NUM_DELTAS)))
+        await stream.next(30)
+        time.sleep(0.5)  # noqa: ASYNC251 - on purpose: the node fills its queue for this gateway
+        await client.close()
+        ctx.term()
+
+    async def next_gateway() -> None:
+        ctx = zmq.asyncio.Context()
+        client = node.client(ctx)
+        await client.health(10)
+        await client.close()
+        ctx.term()
+
+    try:
+        asyncio.run(leave_mid_request())
+        deadline = time.monotonic() + 20
+        while node.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node.running() == 0, "the node still generates for a gateway that left"
+        assert node.engine.closed == ["r1"]
+        asyncio.run(next_gateway())
+    finally:
+        node.stop()
