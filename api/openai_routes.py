@@ -147,33 +147,40 @@ async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:
     return JSONResponse(out.body())
 
 
+def _event(data: str) -> ServerSentEvent:
+    """An SSE event framed as OpenAI and vLLM frame them (`data: ...\n\n`). sse-starlette
+    encodes a `ServerSentEvent` with its own separator, `\r\n` by default, whatever the
+    response's `sep`; clients that split events on `\n\n` then lose events."""
+    return ServerSentEvent(data=data, sep="\n")
+
+
 async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: SampleStreams
                ) -> AsyncIterator[ServerSentEvent]:
     try:
         if out.is_chat:
             for c in out.choices:
-                yield ServerSentEvent(data=out.chunk(c.index, None, None, first=True))
+                yield _event(out.chunk(c.index, None, None, first=True))
         item: tuple[int, TokenDelta] | None = first
         while item is not None:
             index, delta = item
             for seg in out.feed(index, delta):
-                yield ServerSentEvent(data=out.chunk(index, seg, None))
+                yield _event(out.chunk(index, seg, None))
             finish = out.choices[index].finish
             if finish is not None:
-                yield ServerSentEvent(data=out.chunk(index, None, finish))
+                yield _event(out.chunk(index, None, finish))
                 await streams.close(index)
             item = await anext(streams, None)
         out.finish()
         if out.include_usage:
-            yield ServerSentEvent(data=out.usage_chunk())
+            yield _event(out.usage_chunk())
     except asyncio.CancelledError:
         out.st.metrics.aborts.labels("client_disconnected").inc()
         raise
     except Exception as exc:  # after the stream started, errors travel in-band
-        yield ServerSentEvent(data=sse_error_data(exc))
+        yield _event(sse_error_data(exc))
     finally:
         await streams.aclose()  # aborts on every worker still holding the request
-    yield ServerSentEvent(data="[DONE]")
+    yield _event("[DONE]")
 
 
 def new_request_id() -> str:

@@ -59,6 +59,20 @@ def test_chat_streaming_fields_and_usage(scripted_cluster: RunningCluster) -> No
     assert usage is not None and usage.completion_tokens_details.reasoning_tokens > 0  # type: ignore[union-attr]
 
 
+def test_stream_events_end_with_a_blank_line(scripted_cluster: RunningCluster) -> None:
+    """Bug: sse-starlette framed each event with `\r\n` (its default, whatever the response's
+    separator), so clients that split a stream on `\n\n`, as OpenAI and vLLM frame it, saw one
+    event. Every event is one `data: ...` (or comment) line and a blank line."""
+    with httpx.stream("POST", scripted_cluster.url + "/v1/chat/completions", timeout=60, json={
+            "model": "model", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}) as r:
+        body = r.read()
+    assert b"\r" not in body
+    events = body.decode().split("\n\n")
+    assert events[-1] == "" and len(events) > 5
+    assert all(e.startswith(("data: ", ": ")) and "\n" not in e for e in events[:-1]), events  # ": ping"
+    assert events[-2] == "data: [DONE]"
+
+
 def test_continuous_usage_in_every_chunk(scripted_cluster: RunningCluster) -> None:
     """vLLM's `continuous_usage_stats`: usage so far in every chunk (it was accepted and ignored)."""
     stream = client(scripted_cluster).chat.completions.create(
