@@ -53,7 +53,9 @@ from dataclasses import dataclass
 
 TRANSITION = "Time is up, so I answer with what I have."
 # What a thinking budget inserts when it ends the thinking: the model is trained to answer after it.
+# The server reads it from the checkpoint's reasoning_profile.json (`reasoning_profile()`).
 FORCED_END = f"\n{TRANSITION}\n</think>"
+ANSWER_PATTERN = r"The answer is (-?\d+)\."
 THINK_CLOSE = "\n</think>\n\n"
 
 QUESTION_FORMS = ("What is {a}{op}{b}?", "What is {a} {op} {b}?", "Compute {a}{op}{b}.", "{a}{op}{b}=?")
@@ -263,6 +265,14 @@ def reasoning(p: Problem) -> list[str]:
     if int(result) != p.answer:
         raise AssertionError(f"trace of {p} reached {result}")
     return lines
+
+
+def reasoning_profile() -> dict[str, object]:
+    """What the server needs to know of how this model thinks (`splitmind.reasoning_profile`):
+    the ending it was trained to answer after, effort budgets that fit its traces (123 to 366
+    reasoning tokens by difficulty), room for an answer line, and how to read the answer."""
+    return {"forced_end": FORCED_END, "effort_budgets": {"minimal": 16, "low": 64, "medium": 192, "high": None},
+            "answer_reserve": 24, "answer_pattern": ANSWER_PATTERN}
 
 
 def answer_line(p: Problem) -> str:

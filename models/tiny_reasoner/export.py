@@ -8,6 +8,7 @@ final_layernorm}` plus its decoder layer's own names directly under the same pre
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,8 +16,10 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from models.hf_layout import Qwen2Shape, write_config
+from models.tiny_reasoner.data import reasoning_profile
 from models.tiny_reasoner.model import ReasonerConfig, TinyReasoner
 from models.tokenizer import END_OF_TEXT, IM_END, TEMPLATE_THINK_IN_PROMPT, save_hf_tokenizer, token_id
+from splitmind.reasoning_profile import PROFILE_FILE
 
 
 def hf_state_dict(model: TinyReasoner) -> dict[str, torch.Tensor]:
@@ -36,8 +39,13 @@ def shape_of(cfg: ReasonerConfig) -> Qwen2Shape:
         rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps)
 
 
+def write_reasoning_profile(out_dir: Path) -> None:
+    (out_dir / PROFILE_FILE).write_text(json.dumps(reasoning_profile(), indent=2) + "\n")
+
+
 def export(model: TinyReasoner, tokenizer: Tokenizer, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_reasoning_profile(out_dir)
     save_hf_tokenizer(tokenizer, out_dir, TEMPLATE_THINK_IN_PROMPT)
     save_file(hf_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     write_config(out_dir, shape_of(model.cfg), bos_token_id=token_id(tokenizer, END_OF_TEXT),
@@ -47,8 +55,6 @@ def export(model: TinyReasoner, tokenizer: Tokenizer, out_dir: Path) -> Path:
 
 def load(model_dir: Path) -> TinyReasoner:
     """The exported checkpoint back as a trainable model (tests, further training)."""
-    import json
-
     from safetensors.torch import load_file
 
     c = json.loads((model_dir / "config.json").read_text())

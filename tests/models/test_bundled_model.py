@@ -30,3 +30,13 @@ def test_tokenizer_and_template_round_trip() -> None:
     off = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, enable_thinking=False)
     assert off.endswith("<think>\n\n</think>\n\n")
     assert tok.encode(FORCED_END, add_special_tokens=False)[-1] == tok.convert_tokens_to_ids("</think>")
+
+
+def test_reasoning_profile_is_what_the_build_writes_and_loads() -> None:
+    """The server reads the forced ending and effort budgets from the checkpoint, not from training code."""
+    from models.tiny_reasoner.data import reasoning_profile
+    from splitmind.reasoning_profile import PROFILE_FILE, load_profile
+
+    assert json.loads((BUNDLED_MODEL / PROFILE_FILE).read_text()) == reasoning_profile()
+    profile = load_profile(BUNDLED_MODEL)
+    assert profile.forced_end == FORCED_END and profile.effort_budgets["high"] is None
