@@ -32,6 +32,9 @@ class GatewayMetrics:
         self.generation_tokens = Counter("splitmind_generation_tokens", "Tokens generated.", registry=r)
         self.reasoning_tokens = Counter("splitmind_reasoning_tokens", "Generated tokens inside think blocks.",
                                         registry=r)
+        self.forced_endings = Counter(
+            "splitmind_reasoning_forced_endings", "Thinking ended by the gateway, by reason (budget, answer_reserve).",
+            ["reason"], registry=r)
 
         def hist(name: str, doc: str) -> Histogram:
             return Histogram(name, doc, buckets=LATENCY_BUCKETS_S, registry=r)

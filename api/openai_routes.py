@@ -33,6 +33,7 @@ from splitmind.protocol import TokenDelta
 
 router = APIRouter()
 logger = logging.getLogger(__name__)
+PING_INTERVAL_S = 5
 
 
 def _state(request: Request) -> GatewayState:
@@ -89,7 +90,8 @@ def _deployment(st: GatewayState) -> Deployment:
     if n is None:
         raise NoWorkerError("no worker has reported its context length yet")
     return Deployment(vocab_size=st.frontend.vocab_size, max_model_len=n,
-                      speculative=st.registry.speculative_decoding())
+                      speculative=st.registry.speculative_decoding(),
+                      hidden_reasoning=st.tuning.reasoning == "hidden")
 
 
 async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: SamplingFields, t0: float) -> Response:
@@ -99,7 +101,8 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
     logger.info("request %s: x-request-id %s, %d prompt tokens, %d choice(s)", rid, request.state.request_id,
                 len(prepared.prompt_token_ids), prepared.n)
     override = request.headers.get("x-splitmind-route") if st.tuning.allow_route_override else None
-    plan = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override, n=prepared.n)
+    plan = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override, n=prepared.n,
+                                thinking=prepared.thinking)
     request.state.prefill_worker = plan.prefill_name
     request.state.decode_worker = plan.decode.worker_id
     st.metrics.requests.labels(plan.route).inc()
@@ -115,7 +118,8 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
     except BaseException:
         await streams.aclose()
         raise
-    return EventSourceResponse(_sse(out, first, streams), ping=15, sep="\n")
+    # Pings every 5 s keep a stream alive while the engine is silent (hidden thinking included).
+    return EventSourceResponse(_sse(out, first, streams), ping=PING_INTERVAL_S, sep="\n")
 
 
 async def _until_disconnect(request: Request, work: Any) -> Response:
@@ -147,11 +151,11 @@ async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:
     return JSONResponse(out.body())
 
 
-def _event(data: str) -> ServerSentEvent:
+def _event(data: str | None = None, comment: str | None = None) -> ServerSentEvent:
     """An SSE event framed as OpenAI and vLLM frame them (`data: ...\n\n`). sse-starlette
     encodes a `ServerSentEvent` with its own separator, `\r\n` by default, whatever the
     response's `sep`; clients that split events on `\n\n` then lose events."""
-    return ServerSentEvent(data=data, sep="\n")
+    return ServerSentEvent(data=data, comment=comment, sep="\n")
 
 
 async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: SampleStreams
@@ -165,6 +169,10 @@ async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: Samp
             index, delta = item
             for seg in out.feed(index, delta):
                 yield _event(out.chunk(index, seg, None))
+            if out.hidden_progress():
+                yield _event(comment=f"thinking: {out.progress_tokens} reasoning tokens")
+                if out.include_usage:
+                    yield _event(out.usage_chunk())
             finish = out.choices[index].finish
             if finish is not None:
                 yield _event(out.chunk(index, None, finish))

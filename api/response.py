@@ -46,6 +46,9 @@ class Response:
         self.choices = [Choice(i, Assembler(st.frontend, prepared)) for i in range(prepared.n)]
         self.token_text = TokenText(st.frontend.tokenizer)
         self.first_token_seen = False
+        self.hidden = prepared.hidden
+        self.progress_at = time.monotonic()  # when the client last heard of hidden thinking
+        self.progress_tokens = 0
         self.decode_first_observed = False
         self.is_chat = prepared.kind == "chat"
         self.id = ("chatcmpl-" if self.is_chat else "cmpl-") + plan.request_id
@@ -88,8 +91,24 @@ class Response:
         choice.last_token_at = now
         m.generation_tokens.inc(n)
 
+    def hidden_progress(self, interval_s: float = 1.0) -> bool:
+        """Whether to tell a streaming client that hidden thinking goes on: its reasoning grew
+        and the last word was `interval_s` ago. Keeps proxies and clients from timing out
+        while nothing visible is produced (vLLM issue 47647 asks for this)."""
+        if not self.hidden:
+            return False
+        tokens = sum(c.asm.num_reasoning_tokens for c in self.choices)
+        now = time.monotonic()
+        if tokens == self.progress_tokens or now - self.progress_at < interval_s:
+            return False
+        self.progress_tokens, self.progress_at = tokens, now
+        return True
+
     def finish(self) -> None:
         self.st.metrics.e2e.observe(time.perf_counter() - self.t0)
+        for sample in self.plan.samples:
+            if sample.forced_endings and sample.thinking is not None:
+                self.st.metrics.forced_endings.labels(sample.thinking.reason).inc(sample.forced_endings)
         self.st.metrics.reasoning_tokens.inc(sum(c.asm.num_reasoning_tokens for c in self.choices))
 
     def usage(self) -> dict[str, Any]:

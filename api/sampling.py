@@ -26,6 +26,7 @@ class Deployment:
     vocab_size: int  # the tokenizer's: valid token ids are below it
     max_model_len: int
     speculative: bool  # some worker runs speculative decoding (MTP)
+    hidden_reasoning: bool = False  # the server never shows reasoning (`[gateway] reasoning = "hidden"`)
 
 
 def build_sampling(req: Request, dep: Deployment, *, num_prompt: int, model_stop_ids: list[int]) -> Sampling:

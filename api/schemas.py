@@ -19,6 +19,7 @@ from splitmind.protocol import MAX_LOGPROBS
 MAX_N = 64  # choices per request: GRPO groups and best-of-n use 4-64
 MAX_LOGIT_BIAS_ENTRIES = 1024
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # int64, as vLLM and OpenAI clients send seeds
+MAX_THINKING_BUDGET = 2**31 - 1
 
 
 class StreamOptions(BaseModel):
@@ -44,6 +45,24 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
+
+
+class AnthropicThinking(BaseModel):
+    """Anthropic's (and DeepSeek's) `thinking` object."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)
+
+
+class OpenRouterReasoning(BaseModel):
+    """OpenRouter's `reasoning` object (`effort` and `max_tokens` are exclusive, as there)."""
+
+    model_config = ConfigDict(extra="forbid")
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)
+    exclude: bool | None = None
+    enabled: bool | None = None
 
 
 class SamplingFields(BaseModel):
@@ -72,6 +91,13 @@ class SamplingFields(BaseModel):
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     logit_bias: dict[str, float] | None = Field(default=None, max_length=MAX_LOGIT_BIAS_ENTRIES)
+    # Reasoning controls, in each common dialect (`api/thinking.py` reconciles them).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None  # OpenAI
+    thinking_budget: int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)  # Qwen
+    thinking_token_budget: int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)  # vLLM
+    thinking: AnthropicThinking | None = None  # Anthropic, DeepSeek
+    reasoning: OpenRouterReasoning | None = None  # OpenRouter
+    include_reasoning: bool | None = None  # vLLM, OpenRouter: false hides the reasoning
     # Known OpenAI/vLLM fields splitmind does not implement: rejected with a 400.
     best_of: Any = None
 

@@ -5,6 +5,12 @@ included), as vLLM and OpenAI's completions do. Stop strings apply to the *answe
 response: a reasoning model's thinking routinely contains the blank lines and phrases clients
 use as stops, and cutting the thinking would lose the answer. For completions they apply to the
 whole text.
+
+Hidden reasoning (a request's `include_reasoning: false`, or the server's `reasoning = "hidden"`)
+is dropped here, before any text is made of it: no field of any response can carry it, logprobs
+included; only its token count remains. Earlier assistant turns are sent back without their
+reasoning (`reasoning_content` is not templated; a think block in `content` is cut off), as
+Qwen3's own template does.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from dataclasses import dataclass, field
 
 from api.detokenize import StopMatcher, TextStream
 from api.sampling import Deployment, build_sampling
-from api.schemas import ChatCompletionRequest, CompletionRequest
+from api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from api.thinking import resolve, thinking_limit
 from api.tokenization import ModelFrontend
+from router.thinking import ThinkingLimit
 from splitmind.errors import InvalidRequestError
 from splitmind.protocol import FinishReason, Sampling, TokenDelta, TokenLogprob
 from splitmind.reasoning import ReasoningSplitter
@@ -30,14 +38,33 @@ class Prepared:
     stops: list[str]
     starts_in_reasoning: bool
     n: int = 1  # choices: samples drawn from one prefill
+    thinking: ThinkingLimit | None = None  # where the router ends the thinking
+    hidden: bool = False  # the reasoning is counted, never shown
 
 
 def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, dep: Deployment) -> Prepared:
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-    text = fe.render_chat(messages, req.chat_template_kwargs or {})
+    choice = resolve(req, fe, server_hidden=dep.hidden_reasoning)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": _history_text(m, fe)}
+                for m in req.messages]
+    kwargs = dict(req.chat_template_kwargs or {})
+    if choice.off:
+        kwargs["enable_thinking"] = False
+    text = fe.render_chat(messages, kwargs)
+    if choice.off:
+        text = fe.close_thinking(text)
     ids = fe.encode(text)
     sampling = build_sampling(req, dep, num_prompt=len(ids), model_stop_ids=fe.stop_token_ids)
-    return Prepared("chat", ids, sampling, req.stop_list(), fe.prompt_opens_reasoning(ids), req.num_choices)
+    starts = fe.prompt_opens_reasoning(ids)
+    limit = thinking_limit(choice, fe, max_tokens=sampling.max_tokens, starts_in_reasoning=starts)
+    return Prepared("chat", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden)
+
+
+def _history_text(m: ChatMessage, fe: ModelFrontend) -> str:
+    text = m.text()
+    end = fe.profile.think_end
+    if m.role == "assistant" and end in text:
+        text = text.rsplit(end, 1)[1].lstrip("\n")
+    return text
 
 
 def prepare_completion(req: CompletionRequest, fe: ModelFrontend, dep: Deployment) -> Prepared:
@@ -51,8 +78,11 @@ def prepare_completion(req: CompletionRequest, fe: ModelFrontend, dep: Deploymen
         ids = fe.encode(text)
     if not ids:
         raise InvalidRequestError("prompt must not be empty", param="prompt")
+    choice = resolve(req, fe, server_hidden=dep.hidden_reasoning)
     sampling = build_sampling(req, dep, num_prompt=len(ids), model_stop_ids=fe.stop_token_ids)
-    return Prepared("completion", ids, sampling, req.stop_list(), fe.prompt_opens_reasoning(ids), req.num_choices)
+    starts = fe.prompt_opens_reasoning(ids)
+    limit = thinking_limit(choice, fe, max_tokens=sampling.max_tokens, starts_in_reasoning=starts)
+    return Prepared("completion", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden)
 
 
 @dataclass
@@ -93,7 +123,7 @@ class Assembler:
         self.num_completion_tokens += len(delta.token_ids)
         pieces = self.splitter.feed(delta.token_ids)
         logprobs = delta.logprobs or []
-        if self.prepared.kind == "completion":
+        if self.prepared.kind == "completion" and not self.prepared.hidden:
             # Raw text: markers included, so decode the ids as they came.
             segments.append(TextDelta(content=self.stop.feed(self.content_text.step(delta.token_ids)),
                                       logprobs=logprobs))
@@ -102,7 +132,8 @@ class Assembler:
             for piece in pieces:
                 lps, used = logprobs[used:used + piece.num_ids], used + piece.num_ids
                 if piece.is_reasoning:
-                    segments.append(TextDelta(reasoning=self.reasoning_text.step(piece.token_ids), logprobs=lps))
+                    if not self.prepared.hidden:
+                        segments.append(TextDelta(reasoning=self.reasoning_text.step(piece.token_ids), logprobs=lps))
                 else:
                     segments.append(TextDelta(content=self.stop.feed(self.content_text.step(piece.token_ids)),
                                               logprobs=lps))

@@ -32,5 +32,5 @@ class GatewayState:
     @classmethod
     def build(cls, config: GatewayConfig) -> GatewayState:
         registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s)
-        return cls(config=config, frontend=ModelFrontend(config.model), registry=registry,
+        return cls(config=config, frontend=ModelFrontend(config.model, config.reasoning_profile), registry=registry,
                    orchestrator=Orchestrator(registry, config.tuning), metrics=GatewayMetrics(registry))

@@ -1,7 +1,9 @@
-"""The model's tokenizer and chat template, owned by the gateway: prompts are tokenized once.
+"""The model's tokenizer, chat template and reasoning profile, owned by the gateway: prompts are
+tokenized once.
 
-Reasoning markers are found by token id: `<think>`/`</think>` must each be one token for the
-model to count as a reasoning model; otherwise everything it says is answer.
+Reasoning markers are found by token id: the profile's think markers (`<think>`/`</think>` by
+default) must each be one token for the model to count as a reasoning model; otherwise
+everything it says is answer.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from splitmind.errors import InvalidRequestError
-
-THINK_START = "<think>"
-THINK_END = "</think>"
+from splitmind.reasoning_profile import ReasoningProfile, load_profile
 
 
 def load_hf_tokenizer(model_dir: str) -> Any:
@@ -37,12 +37,16 @@ def load_hf_tokenizer(model_dir: str) -> Any:
 
 
 class ModelFrontend:
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, profile_overrides: dict[str, Any] | None = None) -> None:
         self.hf = load_hf_tokenizer(model_dir)
         self.tokenizer: Tokenizer = self.hf.backend_tokenizer
-        self.think_start_id = self._single_token(THINK_START)
-        self.think_end_id = self._single_token(THINK_END)
+        self.profile: ReasoningProfile = load_profile(model_dir, profile_overrides)
+        self.think_start_id = self._single_token(self.profile.think_start)
+        self.think_end_id = self._single_token(self.profile.think_end)
         self.stop_token_ids = self._stop_token_ids(Path(model_dir))
+        self._line_end_ids = self._find_line_end_ids() if self.is_reasoning_model else frozenset()
+        text = self.profile.forced_end
+        self._forced = (self.encode(text), self.encode(text.lstrip("\n")))
 
     @property
     def vocab_size(self) -> int:
@@ -77,8 +81,35 @@ class ModelFrontend:
             raise InvalidRequestError(f"chat template failed: {exc}", param="messages") from exc
         return str(text)
 
+    def close_thinking(self, text: str) -> str:
+        """A rendered chat prompt whose thinking is already over (thinking off), for templates that
+        do not know `enable_thinking`: the open think block closed, or an empty one added."""
+        if not self.is_reasoning_model:
+            return text
+        start, end = self.profile.think_start, self.profile.think_end
+        if self.prompt_opens_reasoning(self.encode(text)):
+            return f"{text}\n{end}\n\n"
+        if text.rstrip().endswith(end):
+            return text
+        return f"{text}{start}\n\n{end}\n\n"
+
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _find_line_end_ids(self) -> frozenset[int]:
+        """Decodes the whole vocabulary once, at start (about a second for 150k tokens), so that
+        no request waits for it."""
+        texts = self.tokenizer.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+        return frozenset(i for i, t in enumerate(texts) if t.endswith("\n"))
+
+    def line_end_ids(self) -> frozenset[int]:
+        """Tokens whose text ends a line (a budget's grace window ends at one)."""
+        return self._line_end_ids
+
+    def forced_end_ids(self) -> tuple[list[int], list[int]]:
+        """The profile's forced ending as token ids: after a cut in the middle of a line, and at
+        the start of one (its leading newlines dropped, so no blank line appears)."""
+        return self._forced
 
     def prompt_opens_reasoning(self, prompt_ids: list[int]) -> bool:
         """True when the prompt ends inside a think block (R1/Qwen3 templates add `<think>`)."""

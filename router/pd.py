@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -33,9 +34,19 @@ import msgspec
 from router.client import RequestStream, WorkerClient
 from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDecider, RouteRequest, WeightedScorer
 from router.registry import WorkerRegistry
+from router.thinking import ThinkingGuard, ThinkingLimit
 from splitmind.config import GatewayTuning
 from splitmind.errors import NoWorkerError
-from splitmind.protocol import FinishReason, GenerateRequest, Role, Sampling, TokenDelta, merge_deltas
+from splitmind.protocol import (
+    FinishReason,
+    GenerateRequest,
+    KVTransferParams,
+    Role,
+    Sampling,
+    TokenDelta,
+    TokenLogprob,
+    merge_deltas,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +60,7 @@ class PhaseTimings:
 
     prefill_s: float | None = None  # prefill request sent -> first token back
     decode_first_s: float | None = None  # decode request sent -> its first token (KV pull included)
+    decode_sent_at: float = 0.0  # perf_counter when the decode request went out
 
 
 @dataclass
@@ -66,6 +78,8 @@ class Generation:
     timings: PhaseTimings = field(default_factory=PhaseTimings)
     kv_on_decode: asyncio.Event | None = None  # set by this sample once the prompt's KV is on the decode node
     start_after: asyncio.Event | None = None  # this sample waits for another's `kv_on_decode`
+    thinking: ThinkingLimit | None = None  # where the thinking must end (`router/thinking.py`)
+    forced_endings: int = 0  # thinking endings forced so far
 
     @property
     def prefill_name(self) -> str:
@@ -74,40 +88,86 @@ class Generation:
     async def stream(self) -> AsyncGenerator[TokenDelta, None]:
         """Token deltas for the client; the last has `finish_reason` set."""
         open_streams: list[tuple[WorkerClient, RequestStream]] = []
+        guard = ThinkingGuard(self.thinking) if self.thinking is not None else None
+        generated: list[int] = []  # every token the client was sent: a continuation resumes after them
+        forced: list[int] | None = None  # a thinking ending the guard asked for, not yet sent
         try:
             if self.start_after is not None:
                 async with asyncio.timeout(self.tuning.prefill_timeout_s + self.tuning.first_token_timeout_s):
                     await self.start_after.wait()
-            prompt = self.prompt_token_ids
-            sampling = self.sampling
             kv = None
             if self.prefill is not None:
                 first = await self._prefill(open_streams)
-                if first.finish_reason == FinishReason.STOP or sampling.max_tokens <= 1:
-                    yield first
-                    return
-                yield msgspec.structs.replace(first, finish_reason=None, kv_transfer=None)
-                prompt = prompt + first.token_ids
-                sampling = msgspec.structs.replace(sampling, max_tokens=sampling.max_tokens - len(first.token_ids))
                 kv = first.kv_transfer
-            sent = time.perf_counter()
-            dstream = await self.decode.open(GenerateRequest(self.request_id, prompt, sampling, kv))
-            open_streams.append((self.decode, dstream))
-            timeout = self.tuning.first_token_timeout_s
-            while True:
-                delta = await dstream.next(timeout)
-                if self.timings.decode_first_s is None:
-                    self.timings.decode_first_s = time.perf_counter() - sent
-                timeout = self.tuning.stream_idle_timeout_s
-                if self.kv_on_decode is not None:
-                    self.kv_on_decode.set()
-                yield delta
-                if delta.finish_reason is not None:
+                first, forced = _guarded(guard, first)
+                generated += first.token_ids
+                done = forced is None and (first.finish_reason == FinishReason.STOP
+                                           or len(generated) >= self.sampling.max_tokens)
+                if first.token_ids or done:
+                    yield msgspec.structs.replace(first, kv_transfer=None, finish_reason=first.finish_reason if done
+                                                  else None)
+                if done:
                     return
+            for segment in itertools.count():  # decode: once, and again after each forced ending
+                if forced is not None:
+                    generated += forced
+                    ending = self._forced_delta(forced, len(generated) >= self.sampling.max_tokens)
+                    yield ending
+                    if ending.finish_reason is not None:
+                        return
+                    forced = None
+                dstream = await self._open_decode(segment, generated, kv, open_streams)
+                kv = None
+                async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
+                    delta, forced = _guarded(guard, delta)
+                    generated += delta.token_ids
+                    if delta.token_ids or delta.finish_reason is not None:
+                        yield delta
+                    if forced is not None:
+                        self.forced_endings += 1
+                        await self._abort(self.decode, dstream, open_streams)
+                        break
+                    if delta.finish_reason is not None:
+                        return
         finally:
             if self.kv_on_decode is not None:
                 self.kv_on_decode.set()  # never leave the other samples waiting
             await self._release(open_streams)
+
+    async def _open_decode(self, segment: int, generated: list[int], kv: KVTransferParams | None,
+                           open_streams: list[tuple[WorkerClient, RequestStream]]) -> RequestStream:
+        """Decode the prompt plus what was generated so far. With `kv` (the first segment after a
+        remote prefill) the prompt's KV is pulled and only the generated tokens are computed."""
+        rid = self.request_id if segment == 0 else f"{self.request_id}-c{segment}"
+        sampling = msgspec.structs.replace(self.sampling, max_tokens=self.sampling.max_tokens - len(generated))
+        self.timings.decode_sent_at = time.perf_counter()
+        dstream = await self.decode.open(GenerateRequest(rid, self.prompt_token_ids + generated, sampling, kv))
+        open_streams.append((self.decode, dstream))
+        return dstream
+
+    async def _decode_deltas(self, dstream: RequestStream, *, first_segment: bool) -> AsyncGenerator[TokenDelta, None]:
+        timeout = self.tuning.first_token_timeout_s
+        while True:
+            delta = await dstream.next(timeout)
+            if first_segment and self.timings.decode_first_s is None:
+                self.timings.decode_first_s = time.perf_counter() - self.timings.decode_sent_at
+            timeout = self.tuning.stream_idle_timeout_s
+            if self.kv_on_decode is not None:
+                self.kv_on_decode.set()
+            yield delta
+            if delta.finish_reason is not None:
+                return
+
+    def _forced_delta(self, forced: list[int], last: bool) -> TokenDelta:
+        """The forced ending as the client sees it. It was not sampled: logprob 0 (probability 1)."""
+        logprobs = [TokenLogprob(t, 0.0) for t in forced] if self.sampling.logprobs is not None else None
+        return TokenDelta(self.request_id, forced, FinishReason.LENGTH if last else None, logprobs=logprobs)
+
+    async def _abort(self, worker: WorkerClient, stream: RequestStream,
+                     open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
+        open_streams.remove((worker, stream))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(worker.abort(stream.request_id))
 
     async def _prefill(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> TokenDelta:
         assert self.prefill is not None
@@ -129,10 +189,10 @@ class Generation:
             if stream.finished:
                 worker.release(stream)
                 continue
-            logger.info("request %s: aborting on %s", self.request_id, worker.worker_id)
+            logger.info("request %s: aborting on %s", stream.request_id, worker.worker_id)
             # Shielded: this runs while the caller is being cancelled, and the abort must go out.
             with contextlib.suppress(Exception):
-                await asyncio.shield(worker.abort(self.request_id))
+                await asyncio.shield(worker.abort(stream.request_id))
 
 
 @dataclass
@@ -157,6 +217,17 @@ class Plan:
         return self.samples[0].timings
 
 
+def _guarded(guard: ThinkingGuard | None, delta: TokenDelta) -> tuple[TokenDelta, list[int] | None]:
+    """`delta` cut where the thinking must end, and the ending to force there (None: no cut)."""
+    keep = guard.feed(delta.token_ids) if guard is not None else None
+    if keep is None:
+        return delta, None
+    assert guard is not None
+    logprobs = delta.logprobs[:keep] if delta.logprobs is not None else None
+    cut = msgspec.structs.replace(delta, token_ids=delta.token_ids[:keep], logprobs=logprobs, finish_reason=None)
+    return cut, guard.forced_ids()
+
+
 def sample_sampling(sampling: Sampling, index: int) -> Sampling:
     if index == 0 or sampling.seed is None:
         return sampling
@@ -172,7 +243,7 @@ class Orchestrator:
         self.profile = profile or Profile([WeightedScorer(LeastLoadedScorer())])
 
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
-             route_override: str | None = None, n: int = 1) -> Plan:
+             route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:
         req = RouteRequest(request_id, len(prompt_token_ids))
         decode = self.profile.pick(req, self.registry.healthy(Role.DECODE))
         if decode is None:
@@ -195,8 +266,10 @@ class Orchestrator:
                 reason = "no_prefill_worker"
         route = ROUTE_DISAGGREGATED if prefill is not None else ROUTE_COLOCATED
         first = Generation(request_id if n == 1 else f"{request_id}-0", prompt_token_ids, sampling, decode, prefill,
-                           route, reason, self.tuning, kv_on_decode=asyncio.Event() if n > 1 else None)
+                           route, reason, self.tuning, kv_on_decode=asyncio.Event() if n > 1 else None,
+                           thinking=thinking)
         others = [Generation(f"{request_id}-{i}", prompt_token_ids, sample_sampling(sampling, i), decode, None,
-                             ROUTE_COLOCATED, "sample_after_first", self.tuning, start_after=first.kv_on_decode)
+                             ROUTE_COLOCATED, "sample_after_first", self.tuning, start_after=first.kv_on_decode,
+                             thinking=thinking)
                   for i in range(1, n)]
         return Plan(request_id, [first, *others], route, reason)

@@ -27,6 +27,9 @@ def up(
     log_dir: Annotated[Path, typer.Option(help="Where node and gateway logs go.")] = Path(".splitmind/logs"),
     mtp_tokens: Annotated[Optional[int], typer.Option(
         help="MTP speculative tokens on the nodes; 0 turns MTP off. [default: 1 if the model has MTP layers]")] = None,
+    reasoning: Annotated[Optional[str], typer.Option(
+        help="visible, or hidden: no response carries reasoning text, whatever a request asks. [default: visible]")
+    ] = None,
 ) -> None:
     """Start a gateway, prefill node(s) and decode node(s) on this machine; Ctrl-C stops them all."""
     from splitmind.config import load_cluster_config
@@ -34,7 +37,7 @@ def up(
 
     try:
         cfg = load_cluster_config(config, model=str(model) if model else None, host=host, port=port,
-                                  num_prefill=prefill, num_decode=decode)
+                                  num_prefill=prefill, num_decode=decode, reasoning=reasoning)
         if mtp_tokens is not None:
             cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mtp_tokens=mtp_tokens))
     except (ValueError, OSError) as exc:
@@ -50,6 +53,13 @@ def up(
                    "Face checkpoint directory, or retrain the bundled one: "
                    ".venv/bin/python -m models.tiny_reasoner.build", err=True)
         raise typer.Exit(2)
+    try:
+        from splitmind.reasoning_profile import load_profile
+
+        load_profile(model_dir, cfg.reasoning)  # the gateway loads it again; a bad one fails here, at once
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: reasoning profile: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     stop_requested: list[bool] = []
 

@@ -1,10 +1,11 @@
 """Configuration: frozen dataclasses, validated on construction, loadable from TOML.
 
-A config file has up to three tables, each mirroring one dataclass below:
+A config file has up to four tables, the first three mirroring a dataclass below:
 
     [cluster]   # ClusterConfig: what `splitmind up` starts
     [engine]    # EngineConfig: how every node builds its vLLM engine
-    [gateway]   # GatewayTuning: timeouts and routing knobs
+    [gateway]   # GatewayTuning: timeouts, routing knobs, reasoning visibility
+    [reasoning] # the served model's reasoning profile, key by key (splitmind/reasoning_profile.py)
 
 Command-line flags override the file. Environment variables are read only at entry points.
 """
@@ -89,8 +90,11 @@ class GatewayTuning:
     heartbeat_timeout_s: float = 5.0  # a node whose stats stop this long is unhealthy
     min_disagg_prompt_tokens: int = 1  # shorter prompts prefill on the decode node
     allow_route_override: bool = False  # honour the x-splitmind-route header (tests, benchmarks)
+    reasoning: str = "visible"  # "hidden": no response ever carries reasoning text, whatever the request asks
 
     def __post_init__(self) -> None:
+        if self.reasoning not in ("visible", "hidden"):
+            raise ValueError(f"gateway.reasoning must be visible or hidden, not {self.reasoning!r}")
         for name in ("connect_timeout_s", "prefill_timeout_s", "first_token_timeout_s",
                      "stream_idle_timeout_s", "heartbeat_timeout_s"):
             if getattr(self, name) <= 0:
@@ -107,6 +111,7 @@ class GatewayConfig:
     port: int
     workers: tuple[WorkerAddress, ...]
     tuning: GatewayTuning = field(default_factory=GatewayTuning)
+    reasoning_profile: dict[str, Any] = field(default_factory=dict)  # overrides of the model's profile
 
     def __post_init__(self) -> None:
         if not any(w.role == Role.DECODE for w in self.workers):
@@ -126,6 +131,7 @@ class ClusterConfig:
     base_port: int = 0  # first ZMQ/NIXL port; 0 picks free ports
     engine: EngineConfig = field(default_factory=EngineConfig)
     gateway: GatewayTuning = field(default_factory=GatewayTuning)
+    reasoning: dict[str, Any] = field(default_factory=dict)  # the [reasoning] table: profile overrides
 
     def __post_init__(self) -> None:
         if self.num_prefill < 0:
@@ -153,11 +159,16 @@ def load_cluster_config(path: Path | None, **overrides: Any) -> ClusterConfig:
     if path is not None:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-    unknown = sorted(set(data) - {"cluster", "engine", "gateway"})
+    unknown = sorted(set(data) - {"cluster", "engine", "gateway", "reasoning"})
     if unknown:
         raise ValueError(f"unknown table(s) in {path}: {', '.join(unknown)}")
     engine = _build(EngineConfig, data.get("engine", {}), "engine")
-    gateway = _build(GatewayTuning, data.get("gateway", {}), "gateway")
+    gateway_table = dict(data.get("gateway", {}))
+    if overrides.get("reasoning") is not None:
+        gateway_table["reasoning"] = overrides.pop("reasoning")
+    overrides.pop("reasoning", None)
+    gateway = _build(GatewayTuning, gateway_table, "gateway")
     cluster_table = dict(data.get("cluster", {}))
     cluster_table.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(ClusterConfig, {**cluster_table, "engine": engine, "gateway": gateway}, "cluster")
+    return _build(ClusterConfig, {**cluster_table, "engine": engine, "gateway": gateway,
+                                  "reasoning": dict(data.get("reasoning", {}))}, "cluster")

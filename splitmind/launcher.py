@@ -189,7 +189,7 @@ class Cluster:
                 time.sleep(0.5)
         gw = GatewayConfig(
             model=self.model, served_model_name=self.served_model_name,
-            host=self.cfg.host, port=self.cfg.port, tuning=self.cfg.gateway,
+            host=self.cfg.host, port=self.cfg.port, tuning=self.cfg.gateway, reasoning_profile=self.cfg.reasoning,
             workers=tuple(WorkerAddress(s.worker_id, s.role, s.rpc_address, s.stats_address) for s in self.specs),
         )
         self._say("starting gateway")

@@ -39,7 +39,7 @@ def run_example(code: str, cluster: RunningCluster, tmp: Path) -> str:
 
 
 def test_readme_has_the_examples_tested_here() -> None:
-    assert len(readme_examples()) == 2, "each README example needs its test below"
+    assert len(readme_examples()) == 3, "each README example needs its test (here and in test_reasoning_controls)"
 
 
 def test_readme_streaming_example_answers_right(reasoner_cluster: RunningCluster, tmp_path: Path) -> None:

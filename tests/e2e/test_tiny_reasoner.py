@@ -8,7 +8,7 @@ import re
 import pytest
 
 from models.tiny_reasoner.data import Problem
-from tests.e2e.cluster import RunningCluster
+from tests.e2e.cluster import RunningCluster, settled
 from tests.e2e.conftest import client
 from tests.e2e.test_mtp import settled_spec_counters, spec_counter
 
@@ -40,7 +40,10 @@ def test_answers_fixed_problems_after_reasoning(reasoner_cluster: RunningCluster
 
 
 def test_mtp_drafts_are_mostly_accepted_on_its_own_reasoning(reasoner_cluster: RunningCluster) -> None:
-    drafted, accepted = spec_counter(reasoner_cluster, "draft"), spec_counter(reasoner_cluster, "accepted")
+    # The counters at rest, not mid-update from the previous test's last steps (a full suite run
+    # once counted 21 drafts here that this request did not make).
+    drafted, accepted = settled(lambda: (spec_counter(reasoner_cluster, "draft"),
+                                         spec_counter(reasoner_cluster, "accepted")), lambda _: True)
     client(reasoner_cluster).chat.completions.create(
         model="tiny-reasoner", messages=[{"role": "user", "content": "What is 52718+46093?"}], temperature=0,
         max_tokens=1024)

@@ -19,6 +19,7 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ("[clutser]\n", "unknown table"),
     ("[cluster]\nnum_decode = 0\n", "num_decode"),
     ("[engine]\ndtype = 'fp8'\n", "dtype"),
+    ("[gateway]\nreasoning = 'secret'\n", "visible or hidden"),
 ])
 def test_bad_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "c.toml"
@@ -34,3 +35,11 @@ def test_validation() -> None:
         EngineConfig(max_num_seqs=0)
     with pytest.raises(ValueError):
         GatewayTuning(prefill_timeout_s=0)
+
+
+def test_reasoning_visibility_and_profile_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[gateway]\nreasoning = "visible"\n[reasoning]\nanswer_reserve = 64\n')
+    assert load_cluster_config(f).gateway.reasoning == "visible"
+    cfg = load_cluster_config(f, reasoning="hidden")  # `splitmind up --reasoning hidden` wins over the file
+    assert cfg.gateway.reasoning == "hidden" and cfg.reasoning == {"answer_reserve": 64}

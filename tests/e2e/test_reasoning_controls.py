@@ -1,0 +1,238 @@
+"""Reasoning controls through `splitmind up` (prefill, NIXL, MTP decode) on the bundled reasoner,
+with the official `openai` client: budgets with a graceful end, every dialect, effort levels,
+hidden reasoning, thinking off, multi-turn history, the answer reserve."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.tokenization import ModelFrontend
+from models import BUNDLED_MODEL
+from models.tiny_reasoner.data import Problem, sample_problem
+from tests.e2e.cluster import RunningCluster
+from tests.e2e.conftest import BASE_CONFIG, _running, client
+from tests.e2e.test_sampling import readme_examples, run_example
+
+MODEL = "tiny-reasoner"
+ANSWER_LINE = re.compile(r"The answer is -?\d+\.")
+FE = ModelFrontend(str(BUNDLED_MODEL))
+FORCED_TOKENS = len(FE.forced_end_ids()[0])
+
+
+def problems(n: int, seed: int) -> list[Problem]:
+    rng = random.Random(seed)
+    return [sample_problem(rng) for _ in range(n)]
+
+
+def ask(cluster: RunningCluster, question: str, **body: Any) -> Any:
+    extra = {k: body.pop(k) for k in list(body) if k not in ("temperature", "max_tokens", "seed", "stream", "n")}
+    return client(cluster).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=body.pop("max_tokens", 1500),
+        extra_body=extra, **body)
+
+
+def reasoning_of(message: Any) -> str:
+    return (message.model_extra or {}).get("reasoning_content") or ""
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("budget", [1, 8, 32, 64, 128])
+def test_a_budget_bounds_the_thinking_and_the_answer_follows(reasoner_cluster: RunningCluster, budget: int,
+                                                             temperature: float) -> None:
+    grace = FE.profile.grace_tokens(budget)
+    qs = problems(20, seed=budget)
+
+    def one(i: int) -> Any:
+        return ask(reasoner_cluster, qs[i].question, temperature=temperature, seed=i, thinking_budget=budget)
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(one, range(len(qs))))
+    for r in replies:
+        used = r.usage.completion_tokens_details.reasoning_tokens
+        assert used <= budget + grace + FORCED_TOKENS, (used, reasoning_of(r.choices[0].message))
+        assert ANSWER_LINE.search(r.choices[0].message.content or ""), r.choices[0].message
+    cut = [r for r in replies if r.usage.completion_tokens_details.reasoning_tokens > budget]
+    assert all("Time is up, so I answer with what I have." in reasoning_of(r.choices[0].message) for r in cut)
+
+
+def test_readme_budget_example(reasoner_cluster: RunningCluster, tmp_path: Path) -> None:
+    out = run_example(readme_examples()[2], reasoner_cluster, tmp_path)
+    used, rest = out.strip().split(" reasoning tokens: ")
+    assert int(used) <= 32 + 16 + FORCED_TOKENS
+    assert ANSWER_LINE.fullmatch(rest.strip()), out
+
+
+DIALECTS = [{"thinking_budget": 24}, {"thinking_token_budget": 24}, {"thinking": {"type": "enabled",
+            "budget_tokens": 24}}, {"reasoning": {"max_tokens": 24}}]
+
+
+def test_every_budget_dialect_gives_the_same_reply(reasoner_cluster: RunningCluster) -> None:
+    replies = [ask(reasoner_cluster, "What is 4821+379?", temperature=0, **d) for d in DIALECTS]
+    seen = {(reasoning_of(r.choices[0].message), r.choices[0].message.content) for r in replies}
+    assert len(seen) == 1, seen
+    assert replies[0].usage.completion_tokens_details.reasoning_tokens <= 24 + 16 + FORCED_TOKENS
+
+
+def test_effort_levels_order_the_thinking(reasoner_cluster: RunningCluster) -> None:
+    qs = problems(8, seed=11)
+
+    def mean_reasoning(effort: str) -> float:
+        with ThreadPoolExecutor(8) as pool:
+            rs = list(pool.map(lambda p: ask(reasoner_cluster, p.question, temperature=0, reasoning_effort=effort), qs))
+        return sum(r.usage.completion_tokens_details.reasoning_tokens for r in rs) / len(rs)
+
+    low, medium, high = mean_reasoning("low"), mean_reasoning("medium"), mean_reasoning("high")
+    assert low < medium < high, (low, medium, high)
+    assert ask(reasoner_cluster, "What is 9*9?", temperature=0, reasoning={"effort": "minimal"}
+               ).usage.completion_tokens_details.reasoning_tokens <= 16 + 16 + FORCED_TOKENS
+
+
+@pytest.mark.parametrize("body", [{"chat_template_kwargs": {"enable_thinking": False}}, {"reasoning_effort": "none"},
+                                  {"thinking": {"type": "disabled"}}, {"reasoning": {"enabled": False}}], ids=str)
+def test_thinking_off_in_every_dialect(reasoner_cluster: RunningCluster, body: dict[str, Any]) -> None:
+    r = ask(reasoner_cluster, "What is 3+4?", temperature=0, **body)
+    assert r.usage.completion_tokens_details.reasoning_tokens == 0
+    assert not reasoning_of(r.choices[0].message)
+    assert ANSWER_LINE.fullmatch((r.choices[0].message.content or "").strip())
+
+
+def raw_stream(cluster: RunningCluster, body: dict[str, Any]) -> Iterator[str]:
+    with httpx.stream("POST", cluster.url + "/v1/chat/completions", timeout=120, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "What is 52718+46093?"}], "stream": True,
+            "stream_options": {"include_usage": True}, **body}) as r:
+        assert r.status_code == 200
+        yield from r.iter_lines()
+
+
+def test_hidden_reasoning_streamed_shows_none_counts_all_and_keeps_alive(reasoner_cluster: RunningCluster) -> None:
+    visible = ask(reasoner_cluster, "What is 52718+46093?", temperature=0)
+    lines = list(raw_stream(reasoner_cluster, {"temperature": 0, "include_reasoning": False}))
+    body = "\n".join(lines)
+    assert "units" not in body and "reasoning_content" not in body and '"reasoning"' not in body
+    assert any(line.startswith(": thinking") for line in lines), "a comment while the hidden thinking runs"
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    progress = [c["usage"] for c in chunks if not c["choices"] and c.get("usage")]
+    assert len(progress) >= 2, "usage reports progress, then the total"
+    final = progress[-1]
+    assert final["completion_tokens_details"]["reasoning_tokens"] == (
+        visible.usage.completion_tokens_details.reasoning_tokens)
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content.strip() == visible.choices[0].message.content.strip() == "The answer is 98811."
+
+
+def test_hidden_reasoning_not_streamed(reasoner_cluster: RunningCluster) -> None:
+    r = httpx.post(reasoner_cluster.url + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "What is 27+15?"}], "temperature": 0,
+        "reasoning": {"exclude": True}, "logprobs": True})
+    assert r.status_code == 200
+    assert "units" not in r.text
+    body = r.json()
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] is None and message["reasoning"] is None
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] > 20
+    tokens = [e["token"] for e in body["choices"][0]["logprobs"]["content"]]
+    assert "".join(tokens).strip().startswith("The answer is 42."), "logprobs of answer tokens only"
+
+
+def test_earlier_reasoning_is_not_fed_back(reasoner_cluster: RunningCluster) -> None:
+    history = [{"role": "user", "content": "What is 1+1?"},
+               {"role": "assistant", "content": "<think>\nsecret-thought-1\n</think>\n\nThe answer is 2.",
+                "reasoning_content": "secret-thought-2"},
+               {"role": "user", "content": "What is 2+2?"}]
+    r = client(reasoner_cluster).chat.completions.create(
+        model=MODEL, messages=history, temperature=0, max_tokens=600,  # type: ignore[arg-type]
+        extra_body={"return_token_ids": True})
+    prompt = FE.hf.decode(r.choices[0].model_extra["prompt_token_ids"])
+    assert "secret" not in prompt and "The answer is 2." in prompt
+
+
+def test_reasoning_tokens_are_the_think_blocks_tokens(reasoner_cluster: RunningCluster) -> None:
+    """Counted by the gateway from token ids: every generated token up to and including
+    `</think>`, the forced ending too (the template opens `<think>` in the prompt)."""
+    for extra in ({}, {"thinking_budget": 40}):
+        r = ask(reasoner_cluster, "What is 90210-4567?", temperature=0, return_token_ids=True, **extra)
+        ids = r.choices[0].model_extra["token_ids"]
+        assert r.usage.completion_tokens_details.reasoning_tokens == ids.index(FE.think_end_id) + 1
+
+
+def test_the_answer_reserve_keeps_room_for_the_answer(reasoner_cluster: RunningCluster) -> None:
+    """No budget asked, but max_tokens is less than this problem's thinking (about 300 tokens):
+    the thinking ends early enough that the answer fits."""
+    r = ask(reasoner_cluster, "What is 52718+46093?", temperature=0, max_tokens=150)
+    assert r.choices[0].finish_reason == "stop"
+    assert ANSWER_LINE.fullmatch((r.choices[0].message.content or "").strip())
+    assert r.usage.completion_tokens <= 150
+
+
+def test_budgets_with_n_choices_and_logprobs(reasoner_cluster: RunningCluster) -> None:
+    """Forced tokens were not sampled: logprob 0. Every choice ends its own thinking."""
+    r = ask(reasoner_cluster, "What is 5000-4999?", n=2, thinking_budget=8, logprobs=True, top_logprobs=1)
+    forced = FE.forced_end_ids()
+    for choice in r.choices:
+        assert ANSWER_LINE.search(choice.message.content or "")
+        zeros = [e for e in choice.logprobs.content if not e.top_logprobs]
+        assert all(e.logprob == 0.0 for e in zeros)
+        assert len(zeros) in (len(forced[0]), len(forced[1]))
+
+
+def test_a_budget_on_completions_whose_prompt_opens_the_think_block(reasoner_cluster: RunningCluster) -> None:
+    prompt = FE.render_chat([{"role": "user", "content": "What is 52718+46093?"}], {})
+    r = client(reasoner_cluster).completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=600,
+                                                    extra_body={"thinking_token_budget": 16})
+    text = r.choices[0].text
+    assert "Time is up, so I answer with what I have.\n</think>" in text and ANSWER_LINE.search(text)
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"thinking_budget": -1}, "thinking_budget"),
+    ({"thinking_budget": 2.5}, "thinking_budget"),
+    ({"thinking_budget": 8, "reasoning_effort": "none"}, "reasoning_effort"),
+    ({"reasoning": {"effort": "low", "max_tokens": 100}}, "reasoning.effort"),
+    ({"thinking_budget": 8, "thinking_token_budget": 9}, "thinking_budget"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"thinking": {"type": "maybe"}}, "thinking.type"),
+], ids=str)
+def test_invalid_controls_get_a_400_naming_the_field(reasoner_cluster: RunningCluster, body: dict[str, Any],
+                                                     param: str) -> None:
+    r = httpx.post(reasoner_cluster.url + "/v1/chat/completions", timeout=30, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+@pytest.fixture(scope="module")
+def hidden_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """The bundled reasoner colocated, with the server hiding reasoning from everyone."""
+    config = BASE_CONFIG.replace("[gateway]\n", '[gateway]\nreasoning = "hidden"\n')
+    yield from _running(BUNDLED_MODEL, tmp_path_factory.mktemp("clusters") / "hidden", prefill=0, config=config)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hidden_server_never_shows_reasoning(hidden_cluster: RunningCluster, stream: bool) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 4821+379?"}], "temperature": 0,
+            "include_reasoning": True, "stream": stream}
+    r = httpx.post(hidden_cluster.url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200
+    assert "units" not in r.text and "Time is up" not in r.text
+    if stream:
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    else:
+        content = r.json()["choices"][0]["message"]["content"]
+    assert content.strip() == "The answer is 5200."
+    completion = httpx.post(hidden_cluster.url + "/v1/completions", timeout=120, json={
+        "model": MODEL, "prompt": FE.render_chat([{"role": "user", "content": "What is 4821+379?"}], {}),
+        "temperature": 0, "max_tokens": 600})
+    assert "units" not in completion.text and "The answer is 5200." in completion.text
+    refused = httpx.post(hidden_cluster.url + "/v1/chat/completions", timeout=30, json={**body, "stream": False,
+                                                                                     "return_token_ids": True})
+    assert refused.status_code == 400
