@@ -36,6 +36,9 @@ def write_card(model_dir: Path) -> Path:
     precision = ("Matrix products in bfloat16 (autocast; weights, optimizer state and loss in float32)"
                  if train.get("bf16") else "float32")
     evaluation = eval_md.read_text() if eval_md.exists() else "(not evaluated: the build ran with --skip-eval)\n"
+    budgets_md = model_dir / "budgets.md"
+    budgets = (f"{budgets_md.read_text()}\n![accuracy against the thinking a budget allows](budgets.png)\n"
+               if budgets_md.exists() else "(not measured yet: `.venv/bin/python bench/thinking_budgets.py --card`)\n")
     text = f"""# tiny-reasoner
 
 A {recipe['parameters'] / 1e6:.1f}M-parameter reasoning model for verifiable arithmetic, trained by
@@ -72,9 +75,10 @@ carries or borrows into a fixed-width running result, then re-checks the result 
 {reply(example)}
 ```
 
-A thinking budget should end the thinking by forcing `{json.dumps(FORCED_END)[1:-1]}`: the
-model was trained on traces cut at every length and closed that way, and answers in the same
-format from what it has so far (see the cut rows below).
+A thinking budget ends the thinking by forcing `{json.dumps(FORCED_END)[1:-1]}`: the model was
+trained on traces cut at every length and closed that way, and answers in the same format from
+what it has so far (see the cut rows below). `reasoning_profile.json` tells the server so, with
+effort budgets that fit these traces.
 
 ## Training
 
@@ -114,6 +118,13 @@ forced end, continued by the model.
 {evaluation}
 ![accuracy against reasoning tokens](accuracy_vs_reasoning.png)
 
+## Thinking budgets through the API
+
+`bench/thinking_budgets.py --card` asks fresh problems with each budget and effort level the API
+takes (`thinking_budget`, `reasoning_effort`), greedy. The server ends the thinking after the
+budget once the line in progress is finished (or 16 more tokens), with the forced end above.
+
+{budgets}
 ## Limits
 
 It knows this task only. Numbers outside the trained ranges, other operations or free text get
