@@ -109,15 +109,19 @@ def thinking_limit(choice: ThinkingChoice, fe: ModelFrontend, *, max_tokens: int
     if choice.off or fe.think_start_id is None or fe.think_end_id is None:
         return None
     forced, forced_after_line = fe.forced_end_ids()
-    room = max_tokens - profile.answer_reserve - len(forced)
-    # The largest budget whose grace window still fits in `room`.
-    reserve_budget = min(room - profile.grace_min_tokens, int(room / (1 + profile.grace_fraction)))
+    room = max_tokens - profile.answer_reserve - len(forced)  # for budget + grace
     budget, reason = choice.budget, "budget"
-    if reserve_budget >= 0 and (budget is None or reserve_budget < budget):
-        budget, reason = reserve_budget, "answer_reserve"
+    grace = profile.grace_tokens(budget or 0)
+    if room >= 0:  # else even an immediate ending leaves no room for the answer: no limit helps
+        # The largest budget whose grace window still fits in `room`; when not even the grace
+        # window fits, no budget and a shorter window.
+        reserve_budget = max(0, min(room - profile.grace_min_tokens, int(room / (1 + profile.grace_fraction))))
+        if budget is None or reserve_budget < budget:
+            budget, reason = reserve_budget, "answer_reserve"
+            grace = min(profile.grace_tokens(budget), room - budget)
     if budget is None:
         return None
     return ThinkingLimit(
-        budget=budget, grace=profile.grace_tokens(budget), think_start_id=fe.think_start_id,
+        budget=budget, grace=grace, think_start_id=fe.think_start_id,
         think_end_id=fe.think_end_id, starts_in_reasoning=starts_in_reasoning, line_end_ids=fe.line_end_ids(),
         forced_ids=tuple(forced), forced_after_line_ids=tuple(forced_after_line), reason=reason)

@@ -103,6 +103,15 @@ def test_the_answer_reserve_lowers_the_budget_only_when_needed(fe: ModelFrontend
     assert thinking_limit(ThinkingChoice(), fe, max_tokens=3, starts_in_reasoning=True) is None, "no room: no limit"
 
 
+@pytest.mark.parametrize("spare", [0, 5, 15])
+def test_room_for_less_than_a_grace_window_ends_the_thinking_at_once(fe: ModelFrontend, spare: int) -> None:
+    """max_tokens just above the answer reserve and the forced ending: thinking would eat the
+    answer's room, so it ends at once instead of not being limited at all."""
+    max_tokens = fe.profile.answer_reserve + len(fe.forced_end_ids()[0]) + spare
+    limit = thinking_limit(ThinkingChoice(), fe, max_tokens=max_tokens, starts_in_reasoning=True)
+    assert limit is not None and (limit.budget, limit.grace, limit.reason) == (0, spare, "answer_reserve")
+
+
 def test_thinking_off_closes_the_think_block_and_history_loses_its_reasoning(fe: ModelFrontend) -> None:
     dep = Deployment(vocab_size=fe.vocab_size, max_model_len=2048, speculative=True)
     req = chat(reasoning_effort="none", messages=[
