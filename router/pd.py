@@ -166,8 +166,7 @@ class Generation:
     async def _abort(self, worker: WorkerClient, stream: RequestStream,
                      open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
         open_streams.remove((worker, stream))
-        with contextlib.suppress(Exception):
-            await asyncio.shield(worker.abort(stream.request_id))
+        await self._release([(worker, stream)])
 
     async def _prefill(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> TokenDelta:
         assert self.prefill is not None
