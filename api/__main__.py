@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from api.app import config_from_json, create_app
+from api.auth import keys_from_environment
 
 
 def main() -> None:
@@ -15,12 +16,15 @@ def main() -> None:
         raise SystemExit("usage: python -m api --config JSON")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_json(sys.argv[2])
+    keys = keys_from_environment()  # keys come through the environment, never the command line
     # Keep-alive longer than clients': uvicorn's default (5 s) equals the idle expiry of httpx's
     # pool, which the openai client uses, so a client reusing a connection just as the server
     # closes it got "Server disconnected without sending a response" (bench/reasoner_eval.py,
     # 32 threads pausing between phases). With the server's timeout longer, the client closes first.
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=5, timeout_keep_alive=75)
+    # On SIGTERM uvicorn stops accepting connections and waits for open ones; streams get
+    # `drain_s` to finish (api/openai_routes.py), then are cut; the margin covers the last sends.
+    uvicorn.run(create_app(config, keys), host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=int(config.tuning.drain_s) + 5, timeout_keep_alive=75)
 
 
 if __name__ == "__main__":

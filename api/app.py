@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,10 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
 
+from api.auth import Keys
+from api.edge import Edge
 from api.errors import handle_splitmind_error, handle_validation_error
 from api.openai_routes import router as openai_router
+from api.openapi import install_request_schemas
+from api.schemas import ChatCompletionRequest, CompletionRequest
 from api.state import GatewayState
 from splitmind.config import GatewayConfig
 from splitmind.errors import SplitmindError
@@ -25,40 +28,8 @@ from splitmind.protocol import Role
 logger = logging.getLogger(__name__)
 
 
-class ResponseHeaders:
-    """Every response names its request id and the workers that served it ("none" when a phase
-    did not run remotely, or the request never reached a worker). Pure ASGI, so streaming
-    responses pass through untouched."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope.get("headers") or [])
-        rid = incoming.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
-        state["prefill_worker"] = "none"
-        state["decode_worker"] = "none"
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-request-id", rid.encode("latin-1")),
-                    (b"x-splitmind-prefill", str(state["prefill_worker"]).encode()),
-                    (b"x-splitmind-decode", str(state["decode_worker"]).encode()),
-                ]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def create_app(config: GatewayConfig) -> FastAPI:
+def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
+    """The gateway app; `keys` None: every endpoint open (tests, a local `splitmind up`)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = GatewayState.build(config)
@@ -68,9 +39,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
             yield
         finally:
             await state.registry.close()
+            state.prepare_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="splitmind", lifespan=lifespan)
     app.include_router(openai_router)
+    install_request_schemas(app, [ChatCompletionRequest, CompletionRequest])
     app.add_exception_handler(SplitmindError, handle_splitmind_error)
     app.add_exception_handler(ValidationError, handle_validation_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
@@ -100,7 +73,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             out.append({
                 "id": w.worker_id, "role": w.role.name.lower(),
                 "pid": s.pid if s else (w.info.pid if w.info else None),
-                "address": w.address.rpc_address,
+                "address": w.address.rpc_address, "stats_address": w.address.stats_address,
                 "state": "ready" if healthy else ("starting" if w.info is None else "unhealthy"),
                 "running_requests": s.num_running if s else 0,
                 "waiting_requests": s.num_waiting if s else 0,
@@ -110,7 +83,12 @@ def create_app(config: GatewayConfig) -> FastAPI:
             })
         return out
 
-    app.add_middleware(ResponseHeaders)
+    app.add_middleware(Edge, keys=keys or Keys(), tuning=config.tuning)
+    if config.tuning.cors_origins:  # outside the edge: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.tuning.cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-request-id"],
+                           expose_headers=["x-request-id", "x-splitmind-prefill", "x-splitmind-decode", "retry-after"])
     return app
 
 

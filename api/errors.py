@@ -18,6 +18,8 @@ from splitmind.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoWorkerError,
+    PrepareTimeoutError,
+    RequestTooLargeError,
     SplitmindError,
     UnsupportedParameterError,
     WorkerError,
@@ -35,6 +37,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | i
 def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, ContextLengthError):
         return 400, error_body(str(exc), "invalid_request_error", exc.param, "context_length_exceeded")
+    if isinstance(exc, RequestTooLargeError):
+        return 413, error_body(str(exc), "invalid_request_error", None, "request_too_large")
     if isinstance(exc, UnsupportedParameterError):
         return 400, error_body(str(exc), "invalid_request_error", exc.param, "unsupported_parameter")
     if isinstance(exc, InvalidRequestError):
@@ -45,6 +49,8 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 400, error_body(str(exc), "invalid_request_error", None, None)
     if isinstance(exc, NoWorkerError):
         return 503, error_body(str(exc), "service_unavailable", None, "no_worker")
+    if isinstance(exc, PrepareTimeoutError):
+        return 503, error_body(str(exc), "service_unavailable", None, "prepare_timeout")
     if isinstance(exc, WorkerTimeoutError):
         return 504, error_body(str(exc), "timeout", None, "worker_timeout")
     if isinstance(exc, WorkerError):

@@ -28,6 +28,9 @@ class GatewayMetrics:
                               ["status"], registry=r)
         self.aborts = Counter("splitmind_request_aborts", "Requests aborted before finishing, by reason.",
                               ["reason"], registry=r)
+        self.rejections = Counter("splitmind_edge_rejections", "Requests the edge refused or failed before a route "
+                                  "answered, by reason (unauthorized, body_too_large, rate_limited, internal_error).",
+                                  ["reason"], registry=r)
         self.prompt_tokens = Counter("splitmind_prompt_tokens", "Prompt tokens received.", registry=r)
         self.generation_tokens = Counter("splitmind_generation_tokens", "Tokens generated.", registry=r)
         self.reasoning_tokens = Counter("splitmind_reasoning_tokens", "Generated tokens inside think blocks.",

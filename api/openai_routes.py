@@ -3,7 +3,11 @@
 A streaming request waits for its first token before the SSE response starts, so anything that
 fails before then (no worker, prefill error, a worker's 4xx) still gets a proper HTTP status;
 the first token is sent the moment it exists, so TTFT is unchanged. A client that goes away
-cancels the stream task; `Generation.stream()` then aborts the request on every worker.
+cancels the stream task; `Generation.stream()` then aborts the request on every worker. That
+holds from the moment the request arrives: while its body is read, while it is templated and
+tokenized (in a worker thread, within `prepare_timeout_s`), and while its first token is
+awaited. Validation (schema, model, deployment limits) ends before the router plans anything,
+so a refused request leaves no state behind.
 """
 
 from __future__ import annotations
@@ -13,27 +17,31 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import ClientDisconnect
 
 from api.errors import sse_error_data
+from api.openapi import request_body
 from api.response import Response as OpenAIResponse
 from api.sampling import Deployment
 from api.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.service import Prepared, prepare_chat, prepare_completion
 from api.state import GatewayState
 from router.samples import SampleStreams
-from splitmind.errors import InvalidRequestError, ModelNotFoundError, NoWorkerError
+from splitmind.errors import InvalidRequestError, ModelNotFoundError, NoWorkerError, PrepareTimeoutError
 from splitmind.protocol import TokenDelta
 
 router = APIRouter()
 logger = logging.getLogger(__name__)
 PING_INTERVAL_S = 5
+DISCONNECT_POLL_S = 0.5
+T = TypeVar("T")
 
 
 def _state(request: Request) -> GatewayState:
@@ -41,15 +49,30 @@ def _state(request: Request) -> GatewayState:
     return state
 
 
-async def _parse(request: Request, model: type[BaseModel]) -> Any:
-    body = await request.body()
+class ClientGone(Exception):
+    """The client disconnected before its response started."""
+
+
+def _parse(body: bytes, model: type[SamplingFields], st: GatewayState) -> Any:
+    """Parse and validate a request body, everything that does not depend on the workers (in a
+    worker thread: a large body costs milliseconds)."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, a 5,000-digit number, deep nesting
         raise InvalidRequestError("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
-    return model.model_validate(data)
+    req = model.model_validate(data)
+    if req.model != st.served_model_name:
+        raise ModelNotFoundError(req.model)
+    if isinstance(req, ChatCompletionRequest):
+        st.frontend.check_template_kwargs(req.chat_template_kwargs or {})
+    num_chars, limit = req.num_prompt_chars(), st.tuning.max_prompt_chars
+    if num_chars > limit:
+        raise InvalidRequestError(f"the prompt has {num_chars} characters; this server takes at most {limit}",
+                                  param="messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+                                  code="prompt_too_long")
+    return req
 
 
 @router.get("/v1/models")
@@ -61,28 +84,61 @@ async def list_models(request: Request) -> dict[str, Any]:
     }]}
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=request_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     return await _handle(request, ChatCompletionRequest, prepare_chat)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=request_body(CompletionRequest))
 async def completions(request: Request) -> Response:
     return await _handle(request, CompletionRequest, prepare_completion)
 
 
 async def _handle(request: Request, schema: type[SamplingFields], prepare: Callable[..., Prepared]) -> Response:
     st = _state(request)
-    req = await _parse(request, schema)
-    _check_model(st, req.model)
-    t0 = time.perf_counter()
-    prepared = prepare(req, st.frontend, _deployment(st))
-    return await _serve(request, st, prepared, req, t0)
+    try:
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            raise ClientGone() from None
+        req = await _off_loop(request, st, _parse, body, schema, st)
+        t0 = time.perf_counter()
+        prepared = await _off_loop(request, st, prepare, req, st.frontend, _deployment(st))
+        return await _serve(request, st, prepared, req, t0)
+    except ClientGone:
+        st.metrics.aborts.labels("client_disconnected").inc()
+        return Response(status_code=499)
 
 
-def _check_model(st: GatewayState, model: str) -> None:
-    if model != st.served_model_name:
-        raise ModelNotFoundError(model)
+async def _off_loop(request: Request, st: GatewayState, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn` in a prepare thread, within `prepare_timeout_s`: a chat template and a tokenizer
+    on the event loop held every other stream still while they ran. A thread cannot be stopped,
+    so its work is bounded by the request limits (`max_prompt_chars`); past the timeout the
+    request is refused and the thread finishes on its own."""
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(st.prepare_pool, fn, *args)
+    try:
+        async with asyncio.timeout(st.tuning.prepare_timeout_s):
+            return await _watch(request, work)
+    except TimeoutError:
+        raise PrepareTimeoutError(f"preparing the prompt took longer than {st.tuning.prepare_timeout_s:g}s") from None
+
+
+async def _watch(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, or cancel it and raise ClientGone as soon as the client disconnects: from
+    the moment a request arrives until its response starts, nothing waits for a client that
+    left (a stream's first token included)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait([task], timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _deployment(st: GatewayState) -> Deployment:
@@ -112,31 +168,18 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
                          include_usage=req.include_usage, continuous_usage=req.continuous_usage)
     streams = SampleStreams([g.stream() for g in plan.samples])
     if not req.stream:
-        return await _until_disconnect(request, _collect(out, streams))
+        return await _watch(request, _collect(out, streams))  # cancelled: aborted on the workers
     try:
-        first = await anext(streams)
+        first = await _watch(request, anext(streams))
     except BaseException:
         await streams.aclose()
         raise
     # Pings every 5 s keep a stream alive while the engine is silent (hidden thinking included).
-    return EventSourceResponse(_sse(out, first, streams), ping=PING_INTERVAL_S, sep="\n")
-
-
-async def _until_disconnect(request: Request, work: Any) -> Response:
-    """Run a non-streaming request, cancelling it (and so aborting it on the workers) if the
-    client disconnects first."""
-    task = asyncio.ensure_future(work)
-    try:
-        while not task.done():
-            await asyncio.wait([task], timeout=0.5)
-            if not task.done() and await request.is_disconnected():
-                task.cancel()
-                _state(request).metrics.aborts.labels("client_disconnected").inc()
-                return Response(status_code=499)
-        return task.result()  # type: ignore[no-any-return]
-    finally:
-        if not task.done():
-            task.cancel()
+    # A client that takes none of it for `send_timeout_s` is dropped (its requests aborted);
+    # on SIGTERM open streams get `drain_s` to finish before they are cut.
+    return EventSourceResponse(_sse(out, first, streams), ping=PING_INTERVAL_S, sep="\n",
+                               send_timeout=st.tuning.send_timeout_s, shutdown_event=anyio.Event(),
+                               shutdown_grace_period=st.tuning.drain_s)
 
 
 async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:

@@ -49,7 +49,7 @@ def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, dep: Deployment)
     kwargs = dict(req.chat_template_kwargs or {})
     if choice.off:
         kwargs["enable_thinking"] = False
-    text = fe.render_chat(messages, kwargs)
+    text = _unicode(fe.render_chat(messages, kwargs), "messages")
     if choice.off:
         text = fe.close_thinking(text)
     ids = fe.encode(text)
@@ -57,6 +57,15 @@ def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, dep: Deployment)
     starts = fe.prompt_opens_reasoning(ids)
     limit = thinking_limit(choice, fe, max_tokens=sampling.max_tokens, starts_in_reasoning=starts)
     return Prepared("chat", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden)
+
+
+def _unicode(text: str, param: str) -> str:
+    """JSON can carry lone surrogates (`"\\ud800"`), which the tokenizer refuses with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(f"text is not valid Unicode: {exc.reason} at {exc.start}", param=param) from None
+    return text
 
 
 def _history_text(m: ChatMessage, fe: ModelFrontend) -> str:
@@ -75,7 +84,7 @@ def prepare_completion(req: CompletionRequest, fe: ModelFrontend, dep: Deploymen
             raise InvalidRequestError(f"prompt token ids must be in [0, {dep.vocab_size})", param="prompt")
     else:
         text = p if isinstance(p, str) else str(p[0])
-        ids = fe.encode(text)
+        ids = fe.encode(_unicode(text, "prompt"))
     if not ids:
         raise InvalidRequestError("prompt must not be empty", param="prompt")
     choice = resolve(req, fe, server_hidden=dep.hidden_reasoning)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from api.metrics import GatewayMetrics
@@ -10,6 +11,7 @@ from api.tokenization import ModelFrontend
 from router.pd import Orchestrator
 from router.registry import WorkerRegistry
 from splitmind.config import GatewayConfig, GatewayTuning
+from splitmind.curve import client_keys
 
 
 @dataclass
@@ -19,6 +21,7 @@ class GatewayState:
     registry: WorkerRegistry
     orchestrator: Orchestrator
     metrics: GatewayMetrics
+    prepare_pool: ThreadPoolExecutor  # chat templates and tokenization, off the event loop
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -31,6 +34,7 @@ class GatewayState:
 
     @classmethod
     def build(cls, config: GatewayConfig) -> GatewayState:
-        registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s)
+        registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s, client_keys(config.keys_dir))
         return cls(config=config, frontend=ModelFrontend(config.model, config.reasoning_profile), registry=registry,
-                   orchestrator=Orchestrator(registry, config.tuning), metrics=GatewayMetrics(registry))
+                   orchestrator=Orchestrator(registry, config.tuning), metrics=GatewayMetrics(registry),
+                   prepare_pool=ThreadPoolExecutor(config.tuning.prepare_threads, thread_name_prefix="prepare"))

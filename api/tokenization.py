@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import jinja2.meta
 from tokenizers import Tokenizer
 
 from splitmind.errors import InvalidRequestError
@@ -36,6 +38,17 @@ def load_hf_tokenizer(model_dir: str) -> Any:
     return AutoTokenizer.from_pretrained(model_dir)
 
 
+# What `apply_chat_template` supplies to a template or takes as its own arguments: never a
+# request's to set, whatever a template reads.
+RENDERER_NAMES = frozenset({
+    "messages", "conversation", "tools", "documents", "add_generation_prompt", "continue_final_message",
+    "chat_template", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+    "return_assistant_tokens_mask", "tokenizer_kwargs", "raise_exception", "strftime_now", "range", "namespace",
+    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+    "additional_special_tokens",
+})
+
+
 class ModelFrontend:
     def __init__(self, model_dir: str, profile_overrides: dict[str, Any] | None = None) -> None:
         self.hf = load_hf_tokenizer(model_dir)
@@ -47,6 +60,7 @@ class ModelFrontend:
         self._line_end_ids = self._find_line_end_ids() if self.is_reasoning_model else frozenset()
         text = self.profile.forced_end
         self._forced = (self.encode(text), self.encode(text.lstrip("\n")))
+        self.template_switches = self._template_switches()
 
     @property
     def vocab_size(self) -> int:
@@ -71,9 +85,32 @@ class ModelFrontend:
             ids.update([eos] if isinstance(eos, int) else (eos or []))
         return sorted(ids)
 
+    def _template_switches(self) -> frozenset[str]:
+        """The names a request's `chat_template_kwargs` may set: the variables the model's chat
+        template reads that the renderer does not supply itself (`enable_thinking` in Qwen3's),
+        and `enable_thinking` for any reasoning model (thinking off closes the think block when
+        the template does not know it). Nothing else: `apply_chat_template` takes
+        `chat_template` among its keyword arguments, and a request's template is a client's
+        Jinja run in the gateway (vLLM refuses request templates unless told to trust them)."""
+        names: set[str] = {"enable_thinking"} if self.is_reasoning_model else set()
+        template = self.hf.chat_template
+        if isinstance(template, str):
+            used = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(template))
+            names |= {n for n in used if n not in RENDERER_NAMES}
+        return frozenset(names)
+
+    def check_template_kwargs(self, kwargs: dict[str, Any]) -> None:
+        for key in kwargs:
+            if key not in self.template_switches:
+                accepted = ", ".join(sorted(self.template_switches)) or "none"
+                raise InvalidRequestError(
+                    f"chat_template_kwargs.{key[:64]} is not a switch of this model's chat template (it accepts: "
+                    f"{accepted})", param=f"chat_template_kwargs.{key[:64]}")
+
     def render_chat(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
         if self.hf.chat_template is None:
             raise InvalidRequestError("this model has no chat template; use /v1/completions", param="messages")
+        self.check_template_kwargs(template_kwargs)
         try:
             text = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                **template_kwargs)
@@ -94,7 +131,10 @@ class ModelFrontend:
         return f"{text}{start}\n\n{end}\n\n"
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        # encode_batch releases the GIL while it works and encode does not: a 1M-character
+        # prompt held it for 1.5 s, stalling every other request's stream on the event loop
+        # even with tokenization in a worker thread.
+        return list(self.tokenizer.encode_batch([text], add_special_tokens=False)[0].ids)
 
     def _find_line_end_ids(self) -> frozenset[int]:
         """Decodes the whole vocabulary once, at start (about a second for 150k tokens), so that

@@ -3,6 +3,10 @@
 Replies are routed by request id into a `RequestStream`: a one-slot mailbox that merges token
 deltas while the reader lags (vLLM's RequestOutputCollector idea), so a slow client costs a
 growing token list, never a growing queue of messages.
+
+A reply the gateway cannot use (wrong frame count, undecodable) is logged, rate-limited, and
+dropped, as on the node (`splitmind/wire_guard.py`); with CURVE keys both sockets are CURVE
+clients that check the node's key, and a handshake the node refused is logged.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uuid
 import zmq
 import zmq.asyncio
 
+from splitmind import curve
 from splitmind.config import WorkerAddress
 from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
 from splitmind.protocol import (
@@ -32,6 +37,7 @@ from splitmind.protocol import (
     merge_deltas,
     stats_decoder,
 )
+from splitmind.wire_guard import RateLimitedLog, decode_frames, limit_message_size, watch_handshakes
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,8 @@ class RequestStream:
 
 
 class WorkerClient:
-    def __init__(self, address: WorkerAddress, ctx: zmq.asyncio.Context) -> None:
+    def __init__(self, address: WorkerAddress, ctx: zmq.asyncio.Context,
+                 keys: curve.CurveClientKeys | None = None) -> None:
         self.address = address
         self.worker_id = address.worker_id
         self.role = address.role
@@ -89,7 +96,11 @@ class WorkerClient:
         self.sub = ctx.socket(zmq.SUB)
         for sock in (self.dealer, self.sub):
             sock.setsockopt(zmq.LINGER, 0)
+            if keys is not None:
+                curve.make_client(sock, keys)
+        limit_message_size(self.dealer, self.sub)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.drops = RateLimitedLog(logger)
         self.streams: dict[str, RequestStream] = {}
         self._health_waiters: dict[str, asyncio.Future[HealthReply]] = {}
         self.info: HealthReply | None = None
@@ -100,7 +111,10 @@ class WorkerClient:
     def start(self) -> None:
         self.dealer.connect(self.address.rpc_address)
         self.sub.connect(self.address.stats_address)
-        self._tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._stats_loop())]
+        where = f"worker {self.worker_id}"
+        self._tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._stats_loop()),
+                       asyncio.create_task(watch_handshakes(self.dealer, f"{where} request plane", self.drops)),
+                       asyncio.create_task(watch_handshakes(self.sub, f"{where} stats plane", self.drops))]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -143,12 +157,10 @@ class WorkerClient:
         await self.dealer.send(encoder.encode(AbortRequest(request_id)))
 
     async def _recv_loop(self) -> None:
+        where = f"worker {self.worker_id} reply"
         while True:
-            payload = await self.dealer.recv()
-            try:
-                msg = from_node_decoder.decode(payload)
-            except Exception:
-                logger.exception("worker %s: undecodable reply dropped", self.worker_id)
+            msg = decode_frames(await self.dealer.recv_multipart(), 1, from_node_decoder, self.drops, where)
+            if msg is None:
                 continue
             if isinstance(msg, HealthReply):
                 fut = self._health_waiters.get(msg.request_id)
@@ -165,11 +177,10 @@ class WorkerClient:
                 stream.push(msg)
 
     async def _stats_loop(self) -> None:
+        where = f"worker {self.worker_id} stats"
         while True:
-            payload = await self.sub.recv()
-            try:
-                self.stats = stats_decoder.decode(payload)
-            except Exception:
-                logger.exception("worker %s: undecodable stats dropped", self.worker_id)
+            stats = decode_frames(await self.sub.recv_multipart(), 1, stats_decoder, self.drops, where)
+            if stats is None:
                 continue
+            self.stats = stats
             self.last_seen_s = time.monotonic()

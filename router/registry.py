@@ -16,15 +16,17 @@ import zmq.asyncio
 
 from router.client import WorkerClient
 from splitmind.config import WorkerAddress
+from splitmind.curve import CurveClientKeys
 from splitmind.protocol import Role
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerRegistry:
-    def __init__(self, addresses: Sequence[WorkerAddress], heartbeat_timeout_s: float) -> None:
+    def __init__(self, addresses: Sequence[WorkerAddress], heartbeat_timeout_s: float,
+                 keys: CurveClientKeys | None = None) -> None:
         self.ctx = zmq.asyncio.Context()
-        self.workers = {a.worker_id: WorkerClient(a, self.ctx) for a in addresses}
+        self.workers = {a.worker_id: WorkerClient(a, self.ctx, keys) for a in addresses}
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._monitor: asyncio.Task[None] | None = None
         self._handshakes: list[asyncio.Task[None]] = []

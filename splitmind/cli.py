@@ -25,11 +25,25 @@ def up(
     decode: Annotated[Optional[int], typer.Option(help="Decode nodes. [default: 1]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file ([cluster], [engine], [gateway]).")] = None,
     log_dir: Annotated[Path, typer.Option(help="Where node and gateway logs go.")] = Path(".splitmind/logs"),
+    keys_dir: Annotated[Optional[Path], typer.Option(
+        help="CURVE keys from `splitmind keys DIR`: nodes then serve only the gateway's key. [default: none]")
+    ] = None,
     mtp_tokens: Annotated[Optional[int], typer.Option(
         help="MTP speculative tokens on the nodes; 0 turns MTP off. [default: 1 if the model has MTP layers]")] = None,
     reasoning: Annotated[Optional[str], typer.Option(
         help="visible, or hidden: no response carries reasoning text, whatever a request asks. [default: visible]")
     ] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option(
+        envvar="SPLITMIND_API_KEY", show_envvar=True,
+        help="API key clients send as 'Authorization: Bearer KEY'; repeat it, or separate keys with commas. Prefer "
+             "the environment variable or --api-key-file: a command line is visible to every local user. "
+             "[default: none, every endpoint open]")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        envvar="SPLITMIND_API_KEY_FILE", show_envvar=True, help="File with API keys, one a line.")] = None,
+    admin_key: Annotated[Optional[str], typer.Option(
+        envvar="SPLITMIND_ADMIN_KEY", show_envvar=True,
+        help="Key for /admin/* (and /metrics with metrics_access = \"admin_key\"). [default: none, /admin closed "
+             "when API keys are set]")] = None,
 ) -> None:
     """Start a gateway, prefill node(s) and decode node(s) on this machine; Ctrl-C stops them all."""
     from splitmind.config import load_cluster_config
@@ -37,7 +51,8 @@ def up(
 
     try:
         cfg = load_cluster_config(config, model=str(model) if model else None, host=host, port=port,
-                                  num_prefill=prefill, num_decode=decode, reasoning=reasoning)
+                                  num_prefill=prefill, num_decode=decode, reasoning=reasoning,
+                                  keys_dir=str(keys_dir) if keys_dir else None)
         if mtp_tokens is not None:
             cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mtp_tokens=mtp_tokens))
     except (ValueError, OSError) as exc:
@@ -66,7 +81,12 @@ def up(
     def on_signal(signum: int, frame: object) -> None:
         stop_requested.append(True)
 
-    cluster = Cluster(cfg, str(model_dir.resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"))
+    gateway_env = _gateway_keys(api_key or [], api_key_file, admin_key)
+    if not gateway_env and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"[splitmind] warning: the gateway listens on {cfg.host} with no API key: anyone who can reach "
+                   "it can use it, /admin included. Set SPLITMIND_API_KEY.", err=True)
+    cluster = Cluster(cfg, str(model_dir.resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"),
+                      gateway_env=gateway_env)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     code = 0
@@ -82,10 +102,48 @@ def up(
         typer.echo(f"[splitmind] error: {exc}", err=True)
         code = 1
     finally:
-        typer.echo("[splitmind] stopping")
-        cluster.stop()
+        typer.echo("[splitmind] stopping (open streams get a moment to finish; Ctrl-C again to stop now)")
+        cluster.stop(hurry=lambda: len(stop_requested) > 1)
         typer.echo("[splitmind] stopped")
     raise typer.Exit(code)
+
+
+@app.command()
+def keys(
+    keys_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Directory to write the keys to.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace keys that exist.")] = False,
+) -> None:
+    """Make CURVE keys for the internal plane: a node key pair and a gateway key pair."""
+    from splitmind.curve import create_keys
+
+    try:
+        written = create_keys(keys_dir, force=force)
+    except (FileExistsError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"""
+One machine: splitmind up --keys-dir {keys_dir} (or keys_dir in [cluster]).
+Across machines, copy:
+  to every node machine:    node.key_secret, authorized/ (public keys of the gateways it serves)
+  to every gateway machine: gateway.key_secret, node.key
+Secret files stay mode 0600; they never leave the machines above.""")
+
+
+def _gateway_keys(api_keys: list[str], api_key_file: Path | None, admin_key: str | None) -> dict[str, str]:
+    """The gateway's keys as environment variables (its command line would show them in `ps`)."""
+    env = {}
+    if api_keys:
+        env["SPLITMIND_API_KEY"] = ",".join(api_keys)
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            typer.echo(f"error: --api-key-file {api_key_file}: no such file", err=True)
+            raise typer.Exit(2)
+        env["SPLITMIND_API_KEY_FILE"] = str(api_key_file.resolve())
+    if admin_key:
+        env["SPLITMIND_ADMIN_KEY"] = admin_key
+    return env
 
 
 @app.command("make-test-model")

@@ -13,11 +13,13 @@ Command-line flags override the file. Environment variables are read only at ent
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from splitmind import curve
 from splitmind.protocol import Role
 
 
@@ -63,12 +65,15 @@ class NodeSpec:
     nixl_host: str
     nixl_port: int  # NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT): one per node
     cpus: str = ""  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "2-3"; "" leaves vLLM's default
+    keys_dir: str = ""  # CURVE keys (splitmind/curve.py): node.key_secret, authorized/; "": plain TCP
 
     def __post_init__(self) -> None:
         if not self.worker_id:
             raise ValueError("worker_id must not be empty")
         if not 0 < self.nixl_port < 65536:
             raise ValueError(f"nixl_port out of range: {self.nixl_port}")
+        if self.keys_dir:
+            curve.load_server_keys(self.keys_dir)  # raises ValueError naming the missing file
 
 
 @dataclass(frozen=True)
@@ -91,14 +96,36 @@ class GatewayTuning:
     min_disagg_prompt_tokens: int = 1  # shorter prompts prefill on the decode node
     allow_route_override: bool = False  # honour the x-splitmind-route header (tests, benchmarks)
     reasoning: str = "visible"  # "hidden": no response ever carries reasoning text, whatever the request asks
+    # The edge (api/edge.py, api/auth.py, api/limits.py): what one request may cost the gateway.
+    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get a 413
+    max_prompt_chars: int = 1_000_000  # text templated and tokenized per request (about 1.6 s of tokenizer)
+    prepare_timeout_s: float = 10.0  # chat template and tokenization, in a worker thread
+    prepare_threads: int = 4
+    send_timeout_s: float = 30.0  # a streaming client that reads nothing for this long is dropped
+    drain_s: float = 30.0  # on SIGTERM, open streams get this long to finish
+    metrics_access: str = "open"  # "open", "api_key" or "admin_key": who may read /metrics
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none by default
+    key_requests_per_s: float = 0.0  # per API key (per client address without keys); 0: no limit
+    key_burst: int = 20  # requests a key may send at once before its rate applies
+    key_max_concurrent: int = 0  # requests (streams included) in flight per key; 0: no limit
 
     def __post_init__(self) -> None:
         if self.reasoning not in ("visible", "hidden"):
             raise ValueError(f"gateway.reasoning must be visible or hidden, not {self.reasoning!r}")
+        if self.metrics_access not in ("open", "api_key", "admin_key"):
+            raise ValueError(f"gateway.metrics_access must be open, api_key or admin_key, not {self.metrics_access!r}")
         for name in ("connect_timeout_s", "prefill_timeout_s", "first_token_timeout_s",
-                     "stream_idle_timeout_s", "heartbeat_timeout_s"):
+                     "stream_idle_timeout_s", "heartbeat_timeout_s", "prepare_timeout_s", "send_timeout_s",
+                     "max_body_bytes", "max_prompt_chars", "prepare_threads", "key_burst"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"gateway.{name} must be positive")
+        for name in ("drain_s", "key_requests_per_s", "key_max_concurrent"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"gateway.{name} must be >= 0")
+        if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists
+            object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        if not all(isinstance(o, str) and o for o in self.cors_origins):
+            raise ValueError("gateway.cors_origins must be a list of origins such as \"https://chat.example.com\"")
         if self.min_disagg_prompt_tokens < 0:
             raise ValueError("gateway.min_disagg_prompt_tokens must be >= 0")
 
@@ -112,10 +139,13 @@ class GatewayConfig:
     workers: tuple[WorkerAddress, ...]
     tuning: GatewayTuning = field(default_factory=GatewayTuning)
     reasoning_profile: dict[str, Any] = field(default_factory=dict)  # overrides of the model's profile
+    keys_dir: str = ""  # CURVE keys (splitmind/curve.py): gateway.key_secret, node.key; "": plain TCP
 
     def __post_init__(self) -> None:
         if not any(w.role == Role.DECODE for w in self.workers):
             raise ValueError("the gateway needs at least one decode worker")
+        if self.keys_dir:
+            curve.load_client_keys(self.keys_dir)  # raises ValueError naming the missing file
 
 
 @dataclass(frozen=True)
@@ -132,14 +162,35 @@ class ClusterConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     gateway: GatewayTuning = field(default_factory=GatewayTuning)
     reasoning: dict[str, Any] = field(default_factory=dict)  # the [reasoning] table: profile overrides
+    # The internal plane (docs/design.md, "Internal plane"). Nodes bind node_host: loopback, since
+    # `splitmind up` runs the gateway on the same machine; whatever `host` the gateway serves on.
+    node_host: str = "127.0.0.1"
+    keys_dir: str | None = None  # `splitmind keys DIR`: CURVE on the request and stats planes
 
     def __post_init__(self) -> None:
+        if self.keys_dir == "":
+            raise ValueError("cluster.keys_dir must name a directory (`splitmind keys DIR` makes one)")
+        if self.keys_dir is not None:
+            curve.check_cluster_keys(self.keys_dir)  # raises ValueError naming the missing file
+        elif not _is_loopback(self.node_host):
+            raise ValueError(f"cluster.node_host {self.node_host} is reachable from other machines: set "
+                             "cluster.keys_dir (make keys with `splitmind keys DIR`), so that nodes take "
+                             "requests only from gateways with a known key")
         if self.num_prefill < 0:
             raise ValueError("cluster.num_prefill must be >= 0 (0 means colocated)")
         if self.num_decode < 1:
             raise ValueError("cluster.num_decode must be >= 1")
         if not 0 < self.port < 65536:
             raise ValueError(f"cluster.port out of range: {self.port}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 T = TypeVar("T")

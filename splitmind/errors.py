@@ -22,6 +22,17 @@ class InvalidRequestError(SplitmindError):
         self.code = code
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is over the gateway's cap. Not retryable."""
+
+
+class PrepareTimeoutError(SplitmindError):
+    """Templating and tokenizing the prompt took too long (a huge prompt, or a gateway whose
+    prepare threads are all busy). Retryable later."""
+
+    retryable = True
+
+
 class UnsupportedParameterError(InvalidRequestError):
     """A known OpenAI parameter that splitmind does not implement. Not retryable."""
 

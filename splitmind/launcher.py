@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -24,11 +25,13 @@ from typing import IO
 import msgspec
 import zmq
 
+from splitmind import curve
 from splitmind.config import ClusterConfig, GatewayConfig, NodeSpec, WorkerAddress
 from splitmind.protocol import PROTOCOL_VERSION, HealthReply, HealthRequest, Role, encoder, from_node_decoder
 
 STOP_GRACE_S = 12.0
 _GONE = (ProcessLookupError, PermissionError, subprocess.TimeoutExpired)
+KEY_VARIABLES = ("SPLITMIND_API_KEY", "SPLITMIND_ADMIN_KEY")  # only the gateway is given keys
 NODE_MODULES = {Role.PREFILL: "prefill_node", Role.DECODE: "decode_node"}
 
 
@@ -88,8 +91,16 @@ def split_cpus(num_nodes: int) -> list[str]:
     return out
 
 
+def resolved_keys_dir(cfg: ClusterConfig) -> str:
+    """Absolute, so that no child depends on its working directory; "": no CURVE."""
+    return str(Path(cfg.keys_dir).resolve()) if cfg.keys_dir else ""
+
+
 def plan_nodes(cfg: ClusterConfig, model: str) -> list[NodeSpec]:
-    host = cfg.host if cfg.host not in ("0.0.0.0", "") else "127.0.0.1"
+    """Nodes bind `cfg.node_host` (loopback unless configured), not the gateway's host: only the
+    gateway, on this machine, talks to them. The NIXL side channel binds there too."""
+    host = cfg.node_host
+    keys_dir = resolved_keys_dir(cfg)
     roles = [Role.PREFILL] * cfg.num_prefill + [Role.DECODE] * cfg.num_decode
     cpus = split_cpus(len(roles))
     next_port = cfg.base_port
@@ -108,14 +119,18 @@ def plan_nodes(cfg: ClusterConfig, model: str) -> list[NodeSpec]:
         specs.append(NodeSpec(
             worker_id=wid, role=role, model=model, engine=cfg.engine,
             rpc_address=f"tcp://{host}:{port()}", stats_address=f"tcp://{host}:{port()}",
-            nixl_host=host, nixl_port=port(), cpus=cpu,
+            nixl_host=host, nixl_port=port(), cpus=cpu, keys_dir=keys_dir,
         ))
     return specs
 
 
-def ping_node(address: str, timeout_s: float) -> HealthReply | None:
+def ping_node(address: str, timeout_s: float, keys: curve.CurveClientKeys | None = None) -> HealthReply | None:
+    """A node's health reply, or None. With `keys`, as the gateway: a node with CURVE keys
+    answers only clients whose key it knows."""
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        curve.make_client(sock, keys)
     sock.connect(address)
     try:
         sock.send(encoder.encode(HealthRequest("launcher", PROTOCOL_VERSION)))
@@ -136,22 +151,28 @@ def gateway_healthy(url: str) -> bool:
 
 
 class Cluster:
-    def __init__(self, cfg: ClusterConfig, model: str, log_dir: Path, say: object = print) -> None:
+    def __init__(self, cfg: ClusterConfig, model: str, log_dir: Path, say: object = print,
+                 gateway_env: dict[str, str] | None = None) -> None:
         self.cfg = cfg
+        self.gateway_env = gateway_env or {}  # the gateway's API keys: never on a command line
         self.model = model
         self.log_dir = log_dir
         self.say = say
         self.children: list[Child] = []
         self.specs = plan_nodes(cfg, model)
+        self.keys_dir = resolved_keys_dir(cfg)
+        self.client_keys = curve.client_keys(self.keys_dir)
         self.served_model_name = cfg.served_model_name or Path(model).name
         self.url = f"http://{cfg.host if cfg.host != '0.0.0.0' else '127.0.0.1'}:{cfg.port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log_file = open(log_path, "wb")
         root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(KEY_VARIABLES)}
+        env = {**inherited, **(extra_env or {}),
+               "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         proc = subprocess.Popen([sys.executable, *argv], stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         child = Child(name, proc, log_path, log_file)
@@ -181,7 +202,7 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise LaunchError(f"nodes not ready after {timeout_s:g}s: {', '.join(pending)}")
             for wid, spec in list(pending.items()):
-                reply = ping_node(spec.rpc_address, 0.5)
+                reply = ping_node(spec.rpc_address, 0.5, self.client_keys)
                 if reply is not None:
                     del pending[wid]
                     self._say(f"{wid} ready ({time.monotonic() - t0:.1f}s, max_model_len {reply.max_model_len})")
@@ -190,10 +211,11 @@ class Cluster:
         gw = GatewayConfig(
             model=self.model, served_model_name=self.served_model_name,
             host=self.cfg.host, port=self.cfg.port, tuning=self.cfg.gateway, reasoning_profile=self.cfg.reasoning,
+            keys_dir=self.keys_dir,
             workers=tuple(WorkerAddress(s.worker_id, s.role, s.rpc_address, s.stats_address) for s in self.specs),
         )
         self._say("starting gateway")
-        self._spawn("gateway", ["-m", "api", "--config", msgspec.json.encode(gw).decode()])
+        self._spawn("gateway", ["-m", "api", "--config", msgspec.json.encode(gw).decode()], self.gateway_env)
         while not gateway_healthy(self.url):
             self._check_alive()
             if time.monotonic() > deadline:
@@ -210,8 +232,18 @@ class Cluster:
             time.sleep(0.3)
         return 0
 
-    def stop(self) -> None:
-        for c in reversed(self.children):  # gateway first: stop taking requests
+    def stop(self, hurry: Callable[[], bool] = lambda: False) -> None:
+        """The gateway first: it stops taking requests and gives open streams `drain_s` to
+        finish (none open: it exits at once), while the nodes still serve them. Then the
+        nodes. `hurry()` true (a second Ctrl-C) cuts the drain short."""
+        gateway = [c for c in self.children if c.name == "gateway" and c.proc.poll() is None]
+        for c in gateway:
+            with contextlib.suppress(*_GONE):
+                os.killpg(c.proc.pid, signal.SIGTERM)
+            drain_until = time.monotonic() + self.cfg.gateway.drain_s + STOP_GRACE_S
+            while c.proc.poll() is None and time.monotonic() < drain_until and not hurry():
+                time.sleep(0.1)
+        for c in reversed(self.children):
             if c.proc.poll() is None:
                 with contextlib.suppress(*_GONE):
                     os.killpg(c.proc.pid, signal.SIGTERM)

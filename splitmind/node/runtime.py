@@ -4,6 +4,10 @@ Each `GenerateRequest` runs as its own task, streaming `TokenDelta`s back to the
 identity that sent it. An `AbortRequest` cancels that task; cancellation travels into
 `AsyncLLM.generate()`, which aborts the request in the engine (vLLM's own cancellation path), so
 no KV stays pinned by a request nobody reads.
+
+Whatever arrives that is not a request (a message of the wrong number of frames, a payload that
+does not decode) is logged, rate-limited, and dropped: the receive loop never ends on a peer's
+input. Sockets, size limits and CURVE are `splitmind/node/sockets.py`'s.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import time
 from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
 
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters
 from splitmind.node.sampling import token_logprobs
+from splitmind.node.sockets import NodeSockets
 from splitmind.protocol import (
     PROTOCOL_VERSION,
     AbortRequest,
@@ -37,6 +41,7 @@ from splitmind.protocol import (
     kv_params_from_vllm,
     to_node_decoder,
 )
+from splitmind.wire_guard import decode_frames
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +70,8 @@ class NodeServer:
         self.engine = engine
         self.handler = handler
         self.counters = counters
-        self.ctx = zmq.asyncio.Context()
-        self.rpc = self.ctx.socket(zmq.ROUTER)
-        self.pub = self.ctx.socket(zmq.PUB)
-        for sock in (self.rpc, self.pub):
-            sock.setsockopt(zmq.LINGER, 0)
+        self.sockets = NodeSockets(spec)
+        self.rpc, self.pub = self.sockets.rpc, self.sockets.pub
         # A ROUTER drops, silently, what it cannot queue for a peer; a gateway that fell behind
         # for a moment then lost deltas and waited out its timeout (3 of 3,300 requests in
         # bench/thinking_budgets.py). Mandatory routing makes a full queue wait instead, and a
@@ -85,31 +87,31 @@ class NodeServer:
         self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
 
     async def serve(self) -> None:
-        self.rpc.bind(self.spec.rpc_address)
-        self.pub.bind(self.spec.stats_address)
+        self.sockets.bind()
         logger.info("node %s (%s) serving on %s; MTP speculative tokens: %d", self.spec.worker_id,
                     self.handler.role.name, self.spec.rpc_address, self.mtp_tokens)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._recv_loop())
                 tg.create_task(self._stats_loop())
+                tg.create_task(self.sockets.watch())
         finally:
             for task in list(self.tasks.values()):
                 task.cancel()
             if self.tasks:
                 await asyncio.wait(list(self.tasks.values()), timeout=5)
-            self.rpc.close()
-            self.pub.close()
-            self.ctx.term()
+            self.sockets.close()
 
     async def _recv_loop(self) -> None:
+        where = f"node {self.spec.worker_id}"
         while True:
-            identity, payload = await self.rpc.recv_multipart()
-            try:
-                msg = to_node_decoder.decode(payload)
-            except Exception:  # a malformed frame must not take the node down
-                logger.exception("dropping undecodable message from gateway")
+            frames = await self.rpc.recv_multipart()
+            # identity + payload; a DEALER that sent several frames, or a REQ (empty delimiter
+            # frame), brings more, and unpacking them ended this loop and the node with it
+            msg = decode_frames(frames, 2, to_node_decoder, self.sockets.drops, where)
+            if msg is None:
                 continue
+            identity = frames[0]
             if isinstance(msg, GenerateRequest):
                 self._start(identity, msg)
             elif isinstance(msg, AbortRequest):

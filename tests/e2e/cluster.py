@@ -41,8 +41,15 @@ def settled(read: Callable[[], T], moved: Callable[[T], bool], timeout_s: float 
         time.sleep(HEARTBEAT_WAIT_S)
 
 
+def make_keys(keys_dir: Path) -> Path:
+    """CURVE keys for a cluster's internal plane, made as users make them: `splitmind keys DIR`."""
+    subprocess.run([str(SPLITMIND), "keys", str(keys_dir)], check=True, capture_output=True, cwd=ROOT)
+    return keys_dir
+
+
 class RunningCluster:
-    def __init__(self, model: Path, workdir: Path, *, prefill: int, decode: int = 1, config: str = "") -> None:
+    def __init__(self, model: Path, workdir: Path, *, prefill: int, decode: int = 1, config: str = "",
+                 keys_dir: Path | None = None) -> None:
         self.port = free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -51,9 +58,11 @@ class RunningCluster:
         cfg.write_text(config)
         self.log = workdir / "up.log"
         self._log_file = open(self.log, "wb")
+        self.keys_dir = keys_dir  # CURVE on the internal plane (`splitmind up --keys-dir`); None: plain TCP
+        keys = ["--keys-dir", str(keys_dir)] if keys_dir is not None else []
         self.proc = subprocess.Popen(
             [str(SPLITMIND), "up", "--model", str(model), "--port", str(self.port), "--prefill", str(prefill),
-             "--decode", str(decode), "--config", str(cfg), "--log-dir", str(workdir / "logs")],
+             "--decode", str(decode), "--config", str(cfg), "--log-dir", str(workdir / "logs"), *keys],
             stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )
         self.descendants: set[int] = set()

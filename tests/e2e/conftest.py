@@ -10,7 +10,7 @@ from openai import OpenAI
 
 from models import BUNDLED_MODEL
 from models.test_checkpoints import CheckpointSpec, build_checkpoint
-from tests.e2e.cluster import RunningCluster
+from tests.e2e.cluster import RunningCluster, make_keys
 
 BASE_CONFIG = """
 [engine]
@@ -27,8 +27,9 @@ allow_route_override = true
 NO_PREFIX_CACHING_CONFIG = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
 
 
-def _running(model: Path, workdir: Path, *, prefill: int, config: str) -> Iterator[RunningCluster]:
-    cluster = RunningCluster(model, workdir, prefill=prefill, config=config)
+def _running(model: Path, workdir: Path, *, prefill: int, config: str, keys_dir: Path | None = None
+             ) -> Iterator[RunningCluster]:
+    cluster = RunningCluster(model, workdir, prefill=prefill, config=config, keys_dir=keys_dir)
     try:
         cluster.wait_ready()
         yield cluster
@@ -36,16 +37,19 @@ def _running(model: Path, workdir: Path, *, prefill: int, config: str) -> Iterat
         cluster.stop()
 
 
-def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG
-             ) -> Iterator[RunningCluster]:
-    yield from _running(build_checkpoint(tmp / name / "model", spec), tmp / name, prefill=prefill, config=config)
+def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG,
+             curve: bool = False) -> Iterator[RunningCluster]:
+    keys_dir = make_keys(tmp / name / "keys") if curve else None
+    yield from _running(build_checkpoint(tmp / name / "model", spec), tmp / name, prefill=prefill, config=config,
+                        keys_dir=keys_dir)
 
 
 @pytest.fixture(scope="session")
 def scripted_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """PD cluster (1 prefill + 1 decode) on the scripted think-in-prompt model."""
+    """PD cluster (1 prefill + 1 decode) on the scripted think-in-prompt model, its internal plane
+    on CURVE (`splitmind keys`, `splitmind up --keys-dir`): every test on it runs through keyed nodes."""
     yield from _cluster(tmp_path_factory.mktemp("clusters"), "scripted", CheckpointSpec(weights="scripted"),
-                        prefill=1)
+                        prefill=1, curve=True)
 
 
 @pytest.fixture(scope="session")

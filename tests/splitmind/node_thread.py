@@ -1,0 +1,99 @@
+"""A real NodeServer, sockets and all, on its own thread and event loop, around a fake engine
+that answers every request with three tokens: for tests of what reaches a node and what it does
+with it, without vLLM's engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import zmq.asyncio
+
+from router.client import WorkerClient
+from splitmind.config import EngineConfig, NodeSpec, WorkerAddress
+from splitmind.curve import CurveClientKeys
+from splitmind.launcher import free_port
+from splitmind.node.counters import EngineCounters
+from splitmind.node.runtime import NodeServer
+from splitmind.protocol import GenerateRequest, Role, Sampling
+
+NUM_TOKENS = 3
+
+
+class ThreeTokenEngine:
+    vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
+
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
+        for i in range(NUM_TOKENS):
+            last = i == NUM_TOKENS - 1
+            yield SimpleNamespace(
+                outputs=[SimpleNamespace(token_ids=[i], finish_reason="length" if last else None, logprobs=None)],
+                finished=last, kv_transfer_params=None, num_cached_tokens=0)
+
+
+class Handler:
+    role = Role.DECODE
+
+    def sampling_params(self, req: GenerateRequest) -> Any:
+        return None
+
+
+class NodeThread:
+    def __init__(self, keys_dir: str = "", engine: Any = None) -> None:
+        host = "127.0.0.1"
+        self.engine = engine or ThreeTokenEngine()
+        self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{free_port(host)}",
+                             f"tcp://{host}:{free_port(host)}", host, free_port(host), keys_dir=keys_dir)
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = NodeServer(self.spec, self.engine, Handler(), EngineCounters())
+        self.task = self.loop.create_task(self.server.serve())
+        self.ready.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            self.loop.run_until_complete(self.task)
+
+    def serving(self) -> bool:
+        return self.thread.is_alive() and not self.task.done()
+
+    @contextlib.asynccontextmanager
+    async def gateway(self, keys: CurveClientKeys | None = None, health_timeout_s: float = 10.0
+                      ) -> AsyncIterator[WorkerClient]:
+        """A gateway's connection to this node, after a health check; closed on the way out."""
+        ctx = zmq.asyncio.Context()
+        client = WorkerClient(WorkerAddress("decode-0", Role.DECODE, self.spec.rpc_address, self.spec.stats_address),
+                              ctx, keys)
+        client.start()
+        try:
+            await client.health(health_timeout_s)
+            yield client
+        finally:
+            await client.close()
+            ctx.term()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the node did not stop"
+
+
+async def generate_once(client: WorkerClient, request_id: str = "r1") -> list[int]:
+    """A request through the real client, to the end; the token ids the node sent."""
+    stream = await client.open(GenerateRequest(request_id, [1, 2, 3], Sampling(max_tokens=NUM_TOKENS)))
+    tokens: list[int] = []
+    try:
+        while True:
+            delta = await stream.next(30)  # the node's first request imports vLLM's TokensPrompt
+            tokens += delta.token_ids
+            if delta.finish_reason is not None:
+                return tokens
+    finally:
+        client.release(stream)
