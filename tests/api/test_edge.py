@@ -211,3 +211,19 @@ def test_list_bounds_do_not_bound_strings(model_dir: Path) -> None:
         parts = [{"type": "text", "text": "a"}] * 1025
         many = client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": parts}]})
         assert many.status_code == 400
+
+
+def test_cors_is_off_unless_origins_are_configured(model_dir: Path) -> None:
+    preflight = {"Origin": "https://chat.example.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    with TestClient(make_app(model_dir)) as client:
+        r = client.options("/v1/chat/completions", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+    with TestClient(make_app(model_dir, Keys.of([API_KEY]), cors_origins=("https://chat.example.com",))) as client:
+        r = client.options("/v1/chat/completions", headers=preflight)  # a preflight carries no key
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://chat.example.com"
+        other = client.options("/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+        r = client.post("/v1/chat/completions", json=CHAT, headers={"Origin": "https://chat.example.com"})
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://chat.example.com"
