@@ -99,3 +99,37 @@ def test_a_decode_error_names_the_field_not_the_payload() -> None:
     with pytest.raises(msgspec.ValidationError) as info:
         to_node_decoder.decode(encoder.encode(NodeStats("secret-looking", Role.DECODE, 1, 1)))
     assert "secret-looking" not in str(info.value)
+
+
+def test_an_abort_right_behind_its_request_leaves_nothing_behind() -> None:
+    """Bug: an abort that reached the node in the same read as its request cancelled the
+    request's task before its coroutine started, so the `finally` that forgot the task never
+    ran: the node counted it as waiting forever (61 of them after bench/soak.py's 10 minutes,
+    where clients give up after 0.2 s). Fix: the task is forgotten by a done callback."""
+    from splitmind.protocol import AbortRequest, GenerateRequest, Sampling
+
+    node = NodeThread()
+
+    async def burst() -> None:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(node.spec.rpc_address)
+        try:
+            for i in range(50):  # queued back to back: the node reads each pair in one go
+                await sock.send(encoder.encode(GenerateRequest(f"r{i}", [1, 2, 3], Sampling(max_tokens=3))))
+                await sock.send(encoder.encode(AbortRequest(f"r{i}")))
+            await asyncio.sleep(1.0)
+        finally:
+            sock.close()
+            ctx.term()
+
+    try:
+        asyncio.run(burst())
+        deadline = time.monotonic() + 5
+        while node.server.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not node.server.tasks, f"{len(node.server.tasks)} requests left on the node"
+        assert node.server.stats().num_waiting == 0
+    finally:
+        node.stop()
