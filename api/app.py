@@ -12,11 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from api.auth import Keys
 from api.edge import Edge
-from api.errors import handle_splitmind_error, handle_validation_error
+from api.errors import handle_http_error, handle_splitmind_error, handle_validation_error
 from api.openai_routes import router as openai_router
 from api.openapi import install_request_schemas
 from api.schemas import ChatCompletionRequest, CompletionRequest
@@ -45,6 +46,7 @@ def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
     app.include_router(openai_router)
     install_request_schemas(app, [ChatCompletionRequest, CompletionRequest])
     app.add_exception_handler(SplitmindError, handle_splitmind_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(ValidationError, handle_validation_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
 

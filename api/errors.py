@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from splitmind.errors import (
     ContextLengthError,
@@ -90,6 +91,17 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 async def handle_splitmind_error(request: Request, exc: Exception) -> JSONResponse:
     status, body = status_and_body(exc)
     return JSONResponse(body, status_code=status)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (an unknown path, a method the path does not take) in OpenAI's
+    shape instead of `{"detail": ...}`, keeping their headers (`Allow` on a 405)."""
+    assert isinstance(exc, StarletteHTTPException)
+    body = error_body(str(exc.detail), "invalid_request_error", None, HTTP_CODES.get(exc.status_code))
+    return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
 
 
 async def handle_json_error(request: Request, exc: Exception) -> JSONResponse:

@@ -225,7 +225,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     # A list of strings is a batch of prompts: one is served (`_completion_unsupported` says so).
-    prompt: (str | Annotated[list[int], Field(max_length=MAX_PROMPT_TOKEN_IDS)]
+    prompt: (Annotated[str, Field(min_length=1)] | Annotated[list[int], Field(max_length=MAX_PROMPT_TOKEN_IDS)]
              | Annotated[list[str], Field(max_length=MAX_N)])
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False

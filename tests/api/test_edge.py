@@ -227,3 +227,16 @@ def test_cors_is_off_unless_origins_are_configured(model_dir: Path) -> None:
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
         r = client.post("/v1/chat/completions", json=CHAT, headers={"Origin": "https://chat.example.com"})
         assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://chat.example.com"
+
+
+def test_unknown_paths_and_methods_get_openai_errors(model_dir: Path) -> None:
+    """Bug: Starlette's own 404 and 405 answered `{"detail": ...}` (the fuzzer sent DELETE,
+    PUT, TRACE... to every path: 28 such answers). Fix: one handler maps them to OpenAI's shape."""
+    with TestClient(make_app(model_dir)) as client:
+        r = client.delete("/v1/models")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        assert r.json()["error"]["code"] == "method_not_allowed" and r.headers["x-request-id"]
+        r = client.get("/v1/chat/completions")
+        assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+        r = client.get("/nope")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
