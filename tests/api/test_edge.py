@@ -206,7 +206,8 @@ def test_list_bounds_do_not_bound_strings(model_dir: Path) -> None:
     """A bound on a list of content parts must not cap a message's text at 1,024 characters
     (a first draft of this change did: a 15,000-character message got a 400)."""
     with TestClient(make_app(model_dir)) as client:
-        long = client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "w" * 15000}]})
+        message = {"role": "user", "content": "w" * 15000}
+        long = client.post("/v1/chat/completions", json={**CHAT, "messages": [message]})
         assert long.status_code == 503  # accepted; no worker
         parts = [{"type": "text", "text": "a"}] * 1025
         many = client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": parts}]})
