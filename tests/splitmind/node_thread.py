@@ -43,9 +43,14 @@ class Handler:
 
 
 class NodeThread:
-    def __init__(self, keys_dir: str = "", engine: Any = None) -> None:
+    def __init__(self, keys_dir: str = "", engine: Any = None, kernel_buffer_bytes: int = 0,
+                 queue_messages: int = 0) -> None:
+        """`kernel_buffer_bytes` and `queue_messages` (0: the defaults) shrink the node's send
+        side and the gateway's receive side, so that a test can fill them within a second."""
         host = "127.0.0.1"
         self.engine = engine or ThreeTokenEngine()
+        self.kernel_buffer_bytes = kernel_buffer_bytes
+        self.queue_messages = queue_messages
         self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{free_port(host)}",
                              f"tcp://{host}:{free_port(host)}", host, free_port(host), keys_dir=keys_dir)
         self.ready = threading.Event()
@@ -56,10 +61,17 @@ class NodeThread:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.server = NodeServer(self.spec, self.engine, Handler(), EngineCounters())
+        if self.kernel_buffer_bytes:
+            self.server.rpc.setsockopt(zmq.SNDBUF, self.kernel_buffer_bytes)
+        if self.queue_messages:
+            self.server.rpc.setsockopt(zmq.SNDHWM, self.queue_messages)
         self.task = self.loop.create_task(self.server.serve())
         self.ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             self.loop.run_until_complete(self.task)
+
+    def running(self) -> int:
+        return len(self.server.tasks)
 
     def serving(self) -> bool:
         return self.thread.is_alive() and not self.task.done()
@@ -71,6 +83,8 @@ class NodeThread:
         ctx = zmq.asyncio.Context()
         client = WorkerClient(WorkerAddress("decode-0", Role.DECODE, self.spec.rpc_address, self.spec.stats_address),
                               ctx, keys)
+        if self.kernel_buffer_bytes:
+            client.dealer.setsockopt(zmq.RCVBUF, self.kernel_buffer_bytes)
         client.start()
         try:
             await client.health(health_timeout_s)

@@ -9,22 +9,13 @@ small queues and kernel buffers so that they fill within a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-import zmq
-import zmq.asyncio
-
-from router.client import WorkerClient
-from splitmind.config import EngineConfig, NodeSpec, WorkerAddress
-from splitmind.launcher import free_port
-from splitmind.node.counters import EngineCounters
-from splitmind.node.runtime import NodeServer
-from splitmind.protocol import GenerateRequest, Role, Sampling
+from splitmind.protocol import GenerateRequest, Sampling
+from tests.splitmind.node_thread import NodeThread
 
 QUEUE_MESSAGES = 500  # the node's queue per gateway, small here so that it fills in a second
 KERNEL_BUFFER_BYTES = 4096
@@ -50,70 +41,14 @@ class FakeEngine:
             raise
 
 
-class Handler:
-    role = Role.DECODE
-
-    def sampling_params(self, req: GenerateRequest) -> Any:
-        return None
-
-
-class NodeThread:
-    """A NodeServer on its own event loop, as a node process would run it."""
-
-    def __init__(self) -> None:
-        host = "127.0.0.1"
-        self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{free_port(host)}",
-                             f"tcp://{host}:{free_port(host)}", host, free_port(host))
-        self.engine = FakeEngine()
-        self.server: NodeServer | None = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server = NodeServer(self.spec, self.engine, Handler(), EngineCounters())
-        self.server.rpc.setsockopt(zmq.SNDBUF, KERNEL_BUFFER_BYTES)
-        self.server.rpc.setsockopt(zmq.SNDHWM, QUEUE_MESSAGES)
-        self.task = self.loop.create_task(self.server.serve())
-        self.ready.set()
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-
-    @contextlib.asynccontextmanager
-    async def gateway(self) -> AsyncIterator[WorkerClient]:
-        """A gateway's connection to this node, after a health check; closed on the way out."""
-        ctx = zmq.asyncio.Context()
-        client = WorkerClient(WorkerAddress("decode-0", Role.DECODE, self.spec.rpc_address,
-                                            self.spec.stats_address), ctx)
-        client.dealer.setsockopt(zmq.RCVBUF, KERNEL_BUFFER_BYTES)
-        client.start()
-        try:
-            await client.health(10)
-            yield client
-        finally:
-            await client.close()
-            ctx.term()
-
-    def running(self) -> int:
-        assert self.server is not None
-        return len(self.server.tasks)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(10)
-
-
 def test_a_gateway_that_falls_behind_loses_no_token() -> None:
     """Bug: the node's ROUTER socket drops messages for a peer whose queue is full (ZMQ's
     default), so a gateway that fell behind for a moment lost deltas: tokens missing from a
     reply, or its last delta, and the request waited out its 120 s timeout (seen in
     bench/thinking_budgets.py, 1 to 10 of 3,300 requests). Fix: mandatory routing, so that the node
     waits until the gateway reads."""
-    node = NodeThread()
+    node = NodeThread(engine=FakeEngine(), kernel_buffer_bytes=KERNEL_BUFFER_BYTES,
+                      queue_messages=QUEUE_MESSAGES)
 
     async def gateway() -> int:
         async with node.gateway() as client:
@@ -137,7 +72,8 @@ def test_a_node_stops_generating_for_a_gateway_that_went_away() -> None:
     """With mandatory routing a reply to a vanished gateway is an error, not a silent drop: the
     node ends the request and closes the engine's generator (an engine abort), and it goes on
     serving the next gateway."""
-    node = NodeThread()
+    node = NodeThread(engine=FakeEngine(), kernel_buffer_bytes=KERNEL_BUFFER_BYTES,
+                      queue_messages=QUEUE_MESSAGES)
 
     async def leave_mid_request() -> None:
         async with node.gateway() as client:
