@@ -1,4 +1,5 @@
-"""The gateway's FastAPI app: OpenAI routes, ops endpoints, error mapping, response headers."""
+"""The gateway's FastAPI app: OpenAI routes, ops endpoints, the chat page, error mapping, response
+headers."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from api.openai_routes import router as openai_router
 from api.openapi import install_request_schemas
 from api.schemas import ChatCompletionRequest, CompletionRequest
 from api.state import GatewayState
+from api.ui import install_chat_page
 from splitmind.config import GatewayConfig
 from splitmind.errors import SplitmindError
 from splitmind.protocol import Role
@@ -85,6 +87,7 @@ def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
             })
         return out
 
+    install_chat_page(app)
     app.add_middleware(Edge, keys=keys or Keys(), tuning=config.tuning)
     if config.tuning.cors_origins:  # outside the edge: a browser's preflight carries no key
         app.add_middleware(CORSMiddleware, allow_origins=list(config.tuning.cors_origins),

@@ -3,7 +3,8 @@
 - `/v1/*` takes an API key or the admin key, as `Authorization: Bearer <key>`.
 - `/admin/*` takes the admin key only; with API keys set and no admin key, nobody.
 - `/metrics` as `[gateway] metrics_access` says: open (the default), an API key, or the admin key.
-- `/health` and the OpenAPI schema stay open: probes and clients' tooling read them.
+- `/health` and the OpenAPI schema stay open: probes and clients' tooling read them, and so do
+  the chat page (`/`) and its assets (`/ui/`), static files that ask for the key themselves.
 
 With no key configured at all, everything is open, as a local `splitmind up` is.
 
@@ -93,7 +94,7 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 def access_for(path: str, metrics_access: str) -> Access:
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path == "/" or path.startswith("/ui/"):
         return Access.OPEN
     if path.startswith("/admin"):
         return Access.ADMIN

@@ -80,8 +80,17 @@ async def list_models(request: Request) -> dict[str, Any]:
     st = _state(request)
     return {"object": "list", "data": [{
         "id": st.served_model_name, "object": "model", "created": st.started_at, "owned_by": "splitmind",
-        "max_model_len": st.registry.max_model_len(),
+        "max_model_len": st.registry.max_model_len(), "reasoning": _reasoning_card(st),
     }]}
+
+
+def _reasoning_card(st: GatewayState) -> dict[str, Any]:
+    """What the reasoning controls accept for this model (the chat page enables its controls by
+    it; other clients ignore the field): whether it thinks, the visibility the server enforces,
+    and the budget each effort maps to (None: unlimited)."""
+    fe = st.frontend
+    return {"thinks": fe.is_reasoning_model, "visibility": st.tuning.reasoning,
+            "effort_budgets": dict(fe.profile.effort_budgets) if fe.is_reasoning_model else {}}
 
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(ChatCompletionRequest))

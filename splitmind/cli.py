@@ -97,6 +97,7 @@ def up(
             typer.echo(f"[splitmind] ready in {time.monotonic() - t0:.0f}s: {cluster.url}  "
                        f"(model {cluster.served_model_name}, prefill {cfg.num_prefill}, decode {cfg.num_decode}; "
                        f"Ctrl-C to stop)")
+            typer.echo(f"[splitmind] chat in your browser: {cluster.url}/   API: {cluster.url}/v1")
             code = cluster.wait(stop_requested)
     except LaunchError as exc:
         typer.echo(f"[splitmind] error: {exc}", err=True)

@@ -6,26 +6,20 @@ gone before its first token, and a SIGTERM that lets open streams finish.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import msgspec
 import openai
 import pytest
 from openai import OpenAI
 
-from splitmind.config import GatewayConfig, GatewayTuning, WorkerAddress
-from splitmind.launcher import free_port
-from splitmind.protocol import Role
-from tests.e2e.cluster import ROOT, RunningCluster
+from tests.e2e.cluster import RunningCluster
 from tests.e2e.conftest import client
+from tests.e2e.gateway import Gateway
 from tests.e2e.test_disconnect import busy_workers, wait_idle
 
 API_KEY, ADMIN_KEY = "sk-edge-api-key", "sk-edge-admin-key"
@@ -33,44 +27,6 @@ CHAT = [{"role": "user", "content": "What is 12+30?"}]
 # Rendered, this would run 10^8 loop steps in the gateway (the unguarded gateway took 1.1 s for
 # 3000x3000): a gateway that ran it could not answer in time.
 HOSTILE_TEMPLATE = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
-
-
-class Gateway:
-    """`python -m api` (what `splitmind up` runs) against a running cluster's workers."""
-
-    def __init__(self, cluster: RunningCluster, log: Path, env: dict[str, str], **tuning: object) -> None:
-        workers = httpx.get(cluster.url + "/admin/workers", timeout=10).json()
-        config = GatewayConfig(
-            model=str(cluster.workdir / "model"), served_model_name="model", host="127.0.0.1",
-            port=free_port("127.0.0.1"), tuning=GatewayTuning(**tuning),  # type: ignore[arg-type]
-            workers=tuple(WorkerAddress(w["id"], Role[w["role"].upper()], w["address"], w["stats_address"])
-                          for w in workers),
-            keys_dir=str(getattr(cluster, "keys_dir", "") or ""))
-        self.url = f"http://127.0.0.1:{config.port}"
-        self.log = log
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--config", msgspec.json.encode(config).decode()], cwd=ROOT,
-            env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while not self._healthy():
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
