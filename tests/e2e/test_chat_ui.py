@@ -49,14 +49,14 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-def open_page(browser: Browser, url: str, **context: Any) -> Page:
+def open_page(browser: Browser, url: str, ready: str = "true", **context: Any) -> Page:
     ctx = browser.new_context(**context)
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.errors = errors  # type: ignore[attr-defined]
     page.goto(url)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+    expect(page.locator("body")).to_have_attribute("data-ready", ready, timeout=30_000)
     return page
 
 
@@ -240,9 +240,10 @@ def test_accessible_in_both_themes_and_at_phone_width(browser: Browser, reasoner
 @pytest.fixture(scope="module")
 def no_decode_gateway(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[Gateway]:
-    """A gateway whose every decode node is gone, rate limited to one request per 20 s."""
+    """A gateway with API keys whose every decode node is gone, rate limited to one request per 20 s."""
     prefill = [w for w in cluster_workers(reasoner_cluster) if w.role.name == "PREFILL"]
-    gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("ui") / "gateway.log", {}, model=BUNDLED_MODEL,
+    gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("ui") / "gateway.log",
+                      {"SPLITMIND_API_KEY": "sk-ui-test"}, model=BUNDLED_MODEL,
                       workers=[*prefill, absent_decode_worker()], served_model_name="tiny-reasoner",
                       wait_healthy=False, key_requests_per_s=0.05, key_burst=1)
     yield gateway
@@ -250,14 +251,24 @@ def no_decode_gateway(reasoner_cluster: RunningCluster, tmp_path_factory: pytest
 
 
 def test_server_errors_show_inline_and_the_page_stays_usable(browser: Browser, no_decode_gateway: Gateway) -> None:
-    page = open_page(browser, no_decode_gateway.url + "/")
+    page = open_page(browser, no_decode_gateway.url + "/", ready="key")  # the page is open, the API is not
+    expect(page.locator("#model")).to_have_text("this server needs an API key")
+    key = page.get_by_label("API key")
+    expect(key).to_be_focused()
+    key.fill("sk-wrong")
+    key.press("Enter")
+    expect(page.locator("#model")).to_have_text("the server refused this API key")
+    key.fill("sk-ui-test")
+    key.press("Enter")
+    expect(page.locator("#model")).to_have_text("tiny-reasoner")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
     ask(page, "What is 1+1?")
     reply = wait_end(page, 30_000)
     expect(reply).to_have_attribute("data-phase", "error")
     expect(reply.locator(".status")).to_contain_text("The server cannot take this request now (503)")
     ask(page, "What is 1+1?")
     reply = wait_end(page, 30_000)
-    expect(reply.locator(".status")).to_have_text(re.compile(r"Too many requests \(429\)\. Try again in \d+ s"))
+    expect(reply.locator(".status")).to_have_text(re.compile(r"^Too many requests \(429\): .+\. Try again in \d+ s\.$"))
     expect(page.get_by_role("textbox", name="Message")).to_be_editable()
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     screenshot(page, "8-errors")

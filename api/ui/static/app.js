@@ -29,7 +29,9 @@ async function loadModel() {
     const r = await fetch("/v1/models", { headers: headers() });
     if (r.status === 401 || r.status === 403) {
       ui.keyRow.hidden = false;
-      ui.model.textContent = "this server needs an API key";
+      ui.model.textContent = ui.apiKey.value ? "the server refused this API key" : "this server needs an API key";
+      document.body.dataset.ready = "key";
+      ui.apiKey.focus();
       return;
     }
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -293,9 +295,13 @@ function wire() {
   });
   for (const c of [ui.thinking, ui.effort, ui.budget]) c.addEventListener("input", () => refresh(ui));
   refresh(ui);
-  ui.apiKey.addEventListener("change", () => {
+  const useKey = () => {
     sessionStorage.setItem(KEY_STORAGE, ui.apiKey.value.trim());
     loadModel();
+  };
+  ui.apiKey.addEventListener("change", useKey);
+  ui.apiKey.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); useKey(); }
   });
 }
 

@@ -69,7 +69,7 @@ export async function describeHttpError(response) {
   switch (response.status) {
     case 429: {
       const after = response.headers.get("retry-after");
-      return `Too many requests (429). Try again in ${after ?? "a few"} s${detail}`;
+      return `Too many requests (429)${detail}. Try again in ${after ?? "a few"} s.`;
     }
     case 503: return `The server cannot take this request now (503)${detail}`;
     case 401: return `The server needs an API key (401): enter it above${detail}`;
