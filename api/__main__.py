@@ -9,12 +9,14 @@ import uvicorn
 
 from api.app import config_from_json, create_app
 from api.auth import keys_from_environment
+from splitmind import lifeline
 
 
 def main() -> None:
     if len(sys.argv) != 3 or sys.argv[1] != "--config":
         raise SystemExit("usage: python -m api --config JSON")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lifeline.die_with_parent()  # SIGTERM (a drain) when `splitmind up` is gone, even if killed outright
     config = config_from_json(sys.argv[2])
     keys = keys_from_environment()  # keys come through the environment, never the command line
     # Keep-alive longer than clients': uvicorn's default (5 s) equals the idle expiry of httpx's

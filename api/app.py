@@ -84,6 +84,7 @@ def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
                 "kv_usage": s.kv_usage if s else 0.0,
                 "open_streams": len(w.streams),
                 "mtp_tokens": w.info.mtp_tokens if w.info else None,
+                "restarts": s.restarts if s else 0,
             })
         return out
 

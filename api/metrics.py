@@ -26,6 +26,9 @@ class GatewayMetrics:
                                        ["route", "reason"], registry=r)
         self.errors = Counter("splitmind_request_errors", "Requests that ended in an error, by HTTP status.",
                               ["status"], registry=r)
+        self.fallbacks = Counter("splitmind_router_fallbacks", "Phases redone after a worker failed, by reason "
+                                 "(prefill_retry: on another prefill node; prefill_local: on the decode node).",
+                                 ["reason"], registry=r)
         self.aborts = Counter("splitmind_request_aborts", "Requests aborted before finishing, by reason.",
                               ["reason"], registry=r)
         self.rejections = Counter("splitmind_edge_rejections", "Requests the edge refused or failed before a route "
@@ -77,6 +80,8 @@ class NodeCollector(Collector):
             "splitmind_node_prompt_tokens",
             "Prompt tokens of a node's engine requests, by source: computed there, its prefix cache, or received.",
             labels=[*labels, "source"])
+        restarts = CounterMetricFamily("splitmind_worker_restarts", "Times `splitmind up` restarted the node.",
+                                       labels=labels)
         transfer_s = HistogramMetricFamily("splitmind_kv_transfer_seconds",
                                            "Duration of one KV transfer (NIXL telemetry).", labels=labels)
         for w in self.workers.workers.values():
@@ -94,6 +99,7 @@ class NodeCollector(Collector):
             drafts.add_metric(lv, s.spec_draft_tokens_total)
             accepted.add_metric(lv, s.spec_accepted_tokens_total)
             node_requests.add_metric(lv, s.requests_total)
+            restarts.add_metric(lv, s.restarts)
             node_prompt.add_metric([*lv, "computed"], s.prompt_tokens_computed_total)
             node_prompt.add_metric([*lv, "local_cache"], s.prompt_tokens_local_cache_total)
             node_prompt.add_metric([*lv, "remote"], s.remote_kv_tokens_total)
@@ -105,4 +111,4 @@ class NodeCollector(Collector):
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 transfer_s.add_metric(lv, buckets, h.total)
         yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, drafts, accepted,
-                    node_requests, node_prompt, transfer_s)
+                    node_requests, node_prompt, restarts, transfer_s)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from api.metrics import GatewayMetrics
 from api.tokenization import ModelFrontend
-from router.pd import Orchestrator
+from router.orchestrator import Orchestrator
 from router.registry import WorkerRegistry
 from splitmind.config import GatewayConfig, GatewayTuning
 from splitmind.curve import client_keys
@@ -35,6 +35,9 @@ class GatewayState:
     @classmethod
     def build(cls, config: GatewayConfig) -> GatewayState:
         registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s, client_keys(config.keys_dir))
+        metrics = GatewayMetrics(registry)
+        orchestrator = Orchestrator(registry, config.tuning,
+                                    on_fallback=lambda reason: metrics.fallbacks.labels(reason).inc())
         return cls(config=config, frontend=ModelFrontend(config.model, config.reasoning_profile), registry=registry,
-                   orchestrator=Orchestrator(registry, config.tuning), metrics=GatewayMetrics(registry),
+                   orchestrator=orchestrator, metrics=metrics,
                    prepare_pool=ThreadPoolExecutor(config.tuning.prepare_threads, thread_name_prefix="prepare"))

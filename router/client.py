@@ -162,6 +162,10 @@ class WorkerClient:
             msg = decode_frames(await self.dealer.recv_multipart(), 1, from_node_decoder, self.drops, where)
             if msg is None:
                 continue
+            # Any reply shows the node alive: a node busy streaming tokens whose heartbeat runs
+            # late is not declared dead mid-stream; only silence on both planes is.
+            if self.last_seen_s is not None:
+                self.last_seen_s = time.monotonic()
             if isinstance(msg, HealthReply):
                 fut = self._health_waiters.get(msg.request_id)
                 if fut is not None and not fut.done():

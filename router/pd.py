@@ -11,6 +11,11 @@ any token exists); `Generation.stream()` runs the phases:
 Leaving `stream()` early (client gone, timeout, error) aborts the request on every worker that
 still holds it, in `finally`, and re-raises: cancellation is never swallowed.
 
+A prefill that fails (the node died, went silent, or answered a 5xx) has sent the client nothing,
+so it is safe to redo: on the next healthy prefill node, or, with none left, on the decode node
+itself (colocated). The client sees a normal response; the fallback is counted with its reason.
+A prefill node's 4xx (the request is invalid) is never retried.
+
 A request for n choices is a `Plan` of n `Generation`s on one decode node. Only the first is
 prefilled remotely: the prompt is prefilled once and its KV shipped once. The others start on
 the decode node once the first's KV has landed there (its first decode token), so the decode
@@ -26,22 +31,19 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from router.client import RequestStream, WorkerClient
-from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDecider, RouteRequest, WeightedScorer
-from router.registry import WorkerRegistry
 from router.thinking import ThinkingGuard, ThinkingLimit
 from splitmind.config import GatewayTuning
-from splitmind.errors import NoWorkerError
+from splitmind.errors import WorkerError, WorkerRejectedError
 from splitmind.protocol import (
     FinishReason,
     GenerateRequest,
     KVTransferParams,
-    Role,
     Sampling,
     TokenDelta,
     TokenLogprob,
@@ -80,6 +82,12 @@ class Generation:
     start_after: asyncio.Event | None = None  # this sample waits for another's `kv_on_decode`
     thinking: ThinkingLimit | None = None  # where the thinking must end (`router/thinking.py`)
     forced_endings: int = 0  # thinking endings forced so far
+    # Another healthy prefill node, none of the ones named (None: prefill on the decode node).
+    next_prefill: Callable[[frozenset[str]], WorkerClient | None] | None = None
+    next_decode: Callable[[frozenset[str]], WorkerClient | None] | None = None  # the same, for decode
+    decode_tried: set[str] = field(default_factory=set)
+    on_fallback: Callable[[str], None] | None = None  # counts each fallback, by reason
+    fallbacks: list[str] = field(default_factory=list)  # prefill_retry, prefill_local, decode_retry, decode_migrate
 
     @property
     def prefill_name(self) -> str:
@@ -96,8 +104,8 @@ class Generation:
                 async with asyncio.timeout(self.tuning.prefill_timeout_s + self.tuning.first_token_timeout_s):
                     await self.start_after.wait()
             kv = None
-            if self.prefill is not None:
-                first = await self._prefill(open_streams)
+            first = await self._prefill_or_fall_back(open_streams) if self.prefill is not None else None
+            if first is not None:
                 kv = first.kv_transfer
                 first, forced = _guarded(guard, first)
                 generated += first.token_ids
@@ -118,21 +126,75 @@ class Generation:
                     forced = None
                 dstream = await self._open_decode(segment, generated, kv, open_streams)
                 kv = None
-                async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
-                    delta, forced = _guarded(guard, delta)
-                    generated += delta.token_ids
-                    if delta.token_ids or delta.finish_reason is not None:
-                        yield delta
-                    if forced is not None:
-                        self.forced_endings += 1
-                        await self._abort(self.decode, dstream, open_streams)
-                        break
-                    if delta.finish_reason is not None:
-                        return
+                try:
+                    async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
+                        delta, forced = _guarded(guard, delta)
+                        generated += delta.token_ids
+                        if delta.token_ids or delta.finish_reason is not None:
+                            yield delta
+                        if forced is not None:
+                            self.forced_endings += 1
+                            await self._abort(self.decode, dstream, open_streams)
+                            break
+                        if delta.finish_reason is not None:
+                            return
+                except WorkerRejectedError:
+                    raise
+                except WorkerError as exc:  # the decode node died, went silent or failed: go on elsewhere
+                    if not await self._move_decode(exc, dstream, open_streams, bool(generated)):
+                        raise
         finally:
             if self.kv_on_decode is not None:
                 self.kv_on_decode.set()  # never leave the other samples waiting
             await self._release(open_streams)
+
+    async def _prefill_or_fall_back(self, open_streams: list[tuple[WorkerClient, RequestStream]]
+                                    ) -> TokenDelta | None:
+        """The first token and the KV's transfer params from a prefill node. After a failed
+        prefill, the next healthy prefill node tries; None when none is left: the decode node
+        then prefills for itself."""
+        tried: set[str] = set()
+        while self.prefill is not None:
+            try:
+                return await self._prefill(open_streams)
+            except WorkerRejectedError:
+                raise  # the request is at fault, not the node
+            except WorkerError as exc:
+                tried.add(self.prefill.worker_id)
+                await self._release(open_streams)  # abort it there, in case the node lives
+                open_streams.clear()
+                self.prefill = self.next_prefill(frozenset(tried)) if self.next_prefill is not None else None
+                reason = "prefill_retry" if self.prefill is not None else "prefill_local"
+                logger.warning("request %s: prefill on %s failed (%s); %s", self.request_id, exc.worker_id, exc,
+                               f"retrying on {self.prefill.worker_id}" if self.prefill is not None
+                               else f"prefilling on the decode node {self.decode.worker_id}")
+                self.fallbacks.append(reason)
+                if self.on_fallback is not None:
+                    self.on_fallback(reason)
+        self.route, self.reason = ROUTE_COLOCATED, "prefill_failed"
+        self.timings.prefill_s = None
+        return None
+
+    async def _move_decode(self, exc: WorkerError, dstream: RequestStream,
+                           open_streams: list[tuple[WorkerClient, RequestStream]], started: bool) -> bool:
+        """After a decode node failed: the next healthy decode node takes over, and the caller's
+        next segment re-prefills the prompt plus every token the client already has (one
+        uninterrupted stream; the thinking guard and its budget carry over). False: none left."""
+        self.decode_tried.add(self.decode.worker_id)
+        with contextlib.suppress(ValueError):
+            open_streams.remove((self.decode, dstream))
+        await self._release([(self.decode, dstream)])
+        nxt = self.next_decode(frozenset(self.decode_tried)) if self.next_decode is not None else None
+        logger.warning("request %s: decode on %s failed (%s); %s", self.request_id, exc.worker_id, exc,
+                       f"continuing on {nxt.worker_id}" if nxt is not None else "no other decode node")
+        if nxt is None:
+            return False
+        reason = "decode_migrate" if started else "decode_retry"
+        self.decode = nxt
+        self.fallbacks.append(reason)
+        if self.on_fallback is not None:
+            self.on_fallback(reason)
+        return True
 
     async def _open_decode(self, segment: int, generated: list[int], kv: KVTransferParams | None,
                            open_streams: list[tuple[WorkerClient, RequestStream]]) -> RequestStream:
@@ -225,50 +287,3 @@ def _guarded(guard: ThinkingGuard | None, delta: TokenDelta) -> tuple[TokenDelta
     logprobs = delta.logprobs[:keep] if delta.logprobs is not None else None
     cut = msgspec.structs.replace(delta, token_ids=delta.token_ids[:keep], logprobs=logprobs, finish_reason=None)
     return cut, guard.forced_ids()
-
-
-def sample_sampling(sampling: Sampling, index: int) -> Sampling:
-    if index == 0 or sampling.seed is None:
-        return sampling
-    return msgspec.structs.replace(sampling, seed=sampling.seed + index)
-
-
-class Orchestrator:
-    def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
-                 decider: PDDecider | None = None, profile: Profile | None = None) -> None:
-        self.registry = registry
-        self.tuning = tuning
-        self.decider = decider or PromptLengthDecider(tuning.min_disagg_prompt_tokens)
-        self.profile = profile or Profile([WeightedScorer(LeastLoadedScorer())])
-
-    def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
-             route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:
-        req = RouteRequest(request_id, len(prompt_token_ids))
-        decode = self.profile.pick(req, self.registry.healthy(Role.DECODE))
-        if decode is None:
-            raise NoWorkerError("no healthy decode worker")
-        prefill = None
-        prefills = self.registry.healthy(Role.PREFILL)
-        if route_override == ROUTE_COLOCATED:
-            want, reason = False, "override"
-        elif route_override == ROUTE_DISAGGREGATED:
-            want, reason = True, "override"
-        elif not prefills:
-            want, reason = False, "no_prefill_worker"
-        else:
-            want, reason = self.decider.should_disaggregate(req)
-        if want:
-            prefill = self.profile.pick(req, prefills)
-            if prefill is None:
-                if route_override == ROUTE_DISAGGREGATED:
-                    raise NoWorkerError("no healthy prefill worker")
-                reason = "no_prefill_worker"
-        route = ROUTE_DISAGGREGATED if prefill is not None else ROUTE_COLOCATED
-        first = Generation(request_id if n == 1 else f"{request_id}-0", prompt_token_ids, sampling, decode, prefill,
-                           route, reason, self.tuning, kv_on_decode=asyncio.Event() if n > 1 else None,
-                           thinking=thinking)
-        others = [Generation(f"{request_id}-{i}", prompt_token_ids, sample_sampling(sampling, i), decode, None,
-                             ROUTE_COLOCATED, "sample_after_first", self.tuning, start_after=first.kv_on_decode,
-                             thinking=thinking)
-                  for i in range(1, n)]
-        return Plan(request_id, [first, *others], route, reason)

@@ -24,7 +24,8 @@ def up(
     prefill: Annotated[Optional[int], typer.Option(help="Prefill nodes; 0 = colocated. [default: 1]")] = None,
     decode: Annotated[Optional[int], typer.Option(help="Decode nodes. [default: 1]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file ([cluster], [engine], [gateway]).")] = None,
-    log_dir: Annotated[Path, typer.Option(help="Where node and gateway logs go.")] = Path(".splitmind/logs"),
+    log_dir: Annotated[Path, typer.Option(
+        help="Where logs go: each run in its own folder, LOG_DIR/latest the newest.")] = Path(".splitmind/logs"),
     keys_dir: Annotated[Optional[Path], typer.Option(
         help="CURVE keys from `splitmind keys DIR`: nodes then serve only the gateway's key. [default: none]")
     ] = None,
@@ -85,7 +86,10 @@ def up(
     if not gateway_env and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"[splitmind] warning: the gateway listens on {cfg.host} with no API key: anyone who can reach "
                    "it can use it, /admin included. Set SPLITMIND_API_KEY.", err=True)
-    cluster = Cluster(cfg, str(model_dir.resolve()), log_dir, say=lambda s: typer.echo(f"[splitmind] {s}"),
+    from splitmind.run_logs import new_run_dir
+
+    run_dir = new_run_dir(log_dir)
+    cluster = Cluster(cfg, str(model_dir.resolve()), run_dir, say=lambda s: typer.echo(f"[splitmind] {s}"),
                       gateway_env=gateway_env)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -66,6 +66,7 @@ class NodeSpec:
     nixl_port: int  # NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT): one per node
     cpus: str = ""  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "2-3"; "" leaves vLLM's default
     keys_dir: str = ""  # CURVE keys (splitmind/curve.py): node.key_secret, authorized/; "": plain TCP
+    restarts: int = 0  # how often `splitmind up` restarted this node; reported in its heartbeat
 
     def __post_init__(self) -> None:
         if not self.worker_id:

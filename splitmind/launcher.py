@@ -1,18 +1,20 @@
 """`splitmind up`: start the nodes and the gateway on this machine, supervise, stop them all.
 
-Each node and the gateway run in their own session (process group), so a stop reaches vLLM's
-engine-core and worker processes too. Stop order: SIGTERM to every group, up to
-`STOP_GRACE_S` for them to exit, then SIGKILL. A child that dies on its own takes the whole
-system down (exit code 1): half a cluster is worse than none for a local deployment.
+Before anything loads, the ports it was told to use are checked. Each node and the gateway run
+in their own session (process group), so a stop reaches vLLM's engine-core and worker processes
+too, and each dies with the launcher even when it is killed outright (`splitmind/lifeline.py`).
+A process that fails while the cluster starts stops it, with the reason on the terminal. One that
+dies later is restarted with backoff (`splitmind/restarts.py`) while the gateway routes around it;
+one that keeps dying stops everything (exit code 1). Stop order: the gateway first (drain), then
+SIGTERM to every group, up to `STOP_GRACE_S` for them to exit, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +27,12 @@ from typing import IO
 import msgspec
 import zmq
 
-from splitmind import curve
+from splitmind import curve, lifeline
 from splitmind.config import ClusterConfig, GatewayConfig, NodeSpec, WorkerAddress
+from splitmind.failure_report import failure_report
+from splitmind.ports import PortError, check_free, free_port
 from splitmind.protocol import PROTOCOL_VERSION, HealthReply, HealthRequest, Role, encoder, from_node_decoder
+from splitmind.restarts import RestartPolicy
 
 STOP_GRACE_S = 12.0
 _GONE = (ProcessLookupError, PermissionError, subprocess.TimeoutExpired)
@@ -45,35 +50,9 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def free_port(host: str) -> int:
-    """A port that is free now and that the kernel will not hand out on its own.
-
-    Ports are chosen here but bound by the nodes tens of seconds later. A port from bind(0)
-    lies in the kernel's ephemeral range, where vLLM's engines and every outgoing connection
-    take ports in the meantime: a node once died on "Address already in use" for its stats
-    port. Ports below that range are only ever taken by explicit binds.
-    """
-    low, _ = _ephemeral_range()
-    candidates = list(range(max(1024, low - 12000), low))
-    random.shuffle(candidates)  # launchers starting together rarely pick the same port
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise LaunchError(f"no free port below the ephemeral range ({low}) on {host}")
+    argv: list[str]
+    extra_env: dict[str, str] | None
+    restart_at: float | None = None  # when a dead child is due to start again
 
 
 def split_cpus(num_nodes: int) -> list[str]:
@@ -142,6 +121,10 @@ def ping_node(address: str, timeout_s: float, keys: curve.CurveClientKeys | None
         sock.close()
 
 
+def _reason(c: Child) -> str:
+    return failure_report(c.log_path)
+
+
 def gateway_healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as r:
@@ -160,6 +143,8 @@ class Cluster:
         self.say = say
         self.children: list[Child] = []
         self.specs = plan_nodes(cfg, model)
+        self.spec_by_id = {s.worker_id: s for s in self.specs}
+        self.restarts = RestartPolicy()
         self.keys_dir = resolved_keys_dir(cfg)
         self.client_keys = curve.client_keys(self.keys_dir)
         self.served_model_name = cfg.served_model_name or Path(model).name
@@ -169,15 +154,18 @@ class Cluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log_file = open(log_path, "wb")
-        root = str(Path(__file__).resolve().parent.parent)
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(KEY_VARIABLES)}
-        env = {**inherited, **(extra_env or {}),
-               "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        proc = subprocess.Popen([sys.executable, *argv], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-        child = Child(name, proc, log_path, log_file)
+        child = Child(name, self._popen(argv, extra_env, log_file), log_path, log_file, argv, extra_env)
         self.children.append(child)
         return child
+
+    def _popen(self, argv: list[str], extra_env: dict[str, str] | None, log_file: IO[bytes]
+               ) -> subprocess.Popen[bytes]:
+        root = str(Path(__file__).resolve().parent.parent)
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(KEY_VARIABLES)}
+        env = {**inherited, **(extra_env or {}), **lifeline.child_environment(os.getpid()),
+               "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        return subprocess.Popen([sys.executable, *argv], stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
     def _say(self, text: str) -> None:
         assert callable(self.say)
@@ -186,12 +174,25 @@ class Cluster:
     def _check_alive(self) -> None:
         for c in self.children:
             if c.proc.poll() is not None:
-                tail = c.log_path.read_text(errors="replace").splitlines()[-25:]
-                raise LaunchError(f"{c.name} exited with code {c.proc.returncode}; last lines of {c.log_path}:\n"
-                                  + "\n".join(tail))
+                raise LaunchError(f"{c.name} exited with code {c.proc.returncode}{_reason(c)}")
+
+    def check_ports(self) -> None:
+        """Before anything loads: the gateway's port, and the nodes' when they are fixed."""
+        wanted = [("gateway", self.cfg.host, self.cfg.port)]
+        if self.cfg.base_port:
+            for spec in self.specs:
+                for what, address in (("rpc", spec.rpc_address), ("stats", spec.stats_address)):
+                    host, _, port = address.removeprefix("tcp://").rpartition(":")
+                    wanted.append((f"{spec.worker_id} {what}", host, int(port)))
+                wanted.append((f"{spec.worker_id} NIXL side channel", spec.nixl_host, spec.nixl_port))
+        try:
+            check_free(wanted)
+        except PortError as exc:
+            raise LaunchError(str(exc)) from None
 
     def start(self, timeout_s: float = 900.0) -> None:
         t0 = time.monotonic()
+        self.check_ports()
         for spec in self.specs:
             self._say(f"starting {spec.worker_id} (cpus {spec.cpus or 'all'}, log {self.log_dir / spec.worker_id}.log)")
             self._spawn(spec.worker_id, ["-m", NODE_MODULES[spec.role], "--spec", msgspec.json.encode(spec).decode()])
@@ -223,14 +224,39 @@ class Cluster:
             time.sleep(0.3)
 
     def wait(self, stop_requested: list[bool]) -> int:
-        """Block until a stop is requested (0) or a child dies (1)."""
+        """Supervise until a stop is requested (0) or a child died too often (1): a child that
+        dies is restarted after its backoff; meanwhile the gateway routes around it."""
         while not stop_requested:
+            now = time.monotonic()
             for c in self.children:
-                if c.proc.poll() is not None:
-                    self._say(f"{c.name} exited unexpectedly (code {c.proc.returncode}); stopping; see {c.log_path}")
-                    return 1
+                if c.restart_at is not None:
+                    if now >= c.restart_at:
+                        self._restart(c)
+                elif c.proc.poll() is not None:
+                    delay = self.restarts.on_death(c.name, now)
+                    if delay is None:
+                        self._say(f"{c.name} exited (code {c.proc.returncode}) {self.restarts.max_restarts + 1} times "
+                                  f"in {self.restarts.window_s:g} s; giving up and stopping{_reason(c)}")
+                        return 1
+                    self._say(f"{c.name} exited (code {c.proc.returncode}); restart {self.restarts.total[c.name]} "
+                              f"in {delay:g} s{_reason(c)}")
+                    c.restart_at = now + delay
             time.sleep(0.3)
         return 0
+
+    def _restart(self, c: Child) -> None:
+        """The same command line, ports and log file (appended: the crash stays readable)."""
+        c.log_file.close()
+        c.log_file = open(c.log_path, "ab")
+        c.log_file.write(f"\n[splitmind] restart {self.restarts.total[c.name]} of {c.name}\n".encode())
+        c.log_file.flush()
+        argv = c.argv
+        if c.name in self.spec_by_id:  # the node reports its restarts in its heartbeat (/admin/workers)
+            spec = dataclasses.replace(self.spec_by_id[c.name], restarts=self.restarts.total[c.name])
+            argv = [*c.argv[:-1], msgspec.json.encode(spec).decode()]
+        c.proc = self._popen(argv, c.extra_env, c.log_file)
+        c.restart_at = None
+        self._say(f"{c.name} restarted (pid {c.proc.pid})")
 
     def stop(self, hurry: Callable[[], bool] = lambda: False) -> None:
         """The gateway first: it stops taking requests and gives open streams `drain_s` to

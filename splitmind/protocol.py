@@ -179,6 +179,7 @@ class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     prompt_tokens_computed_total: int = 0  # prefilled on this node (not cached, not received)
     prompt_tokens_local_cache_total: int = 0  # served by its prefix cache
     requests_total: int = 0  # engine requests started
+    restarts: int = 0  # how often `splitmind up` restarted this node
 
 
 ToNode = HealthRequest | GenerateRequest | AbortRequest

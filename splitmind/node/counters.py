@@ -17,6 +17,10 @@ KV_TRANSFER_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 
 class EngineCounters:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to zero: after the warm-up request, which no client sent."""
         self.kv_usage = 0.0
         self.remote_kv_tokens_total = 0
         self.kv_transfers_total = 0

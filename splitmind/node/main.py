@@ -15,10 +15,14 @@ import sys
 
 import msgspec
 
+from splitmind import lifeline
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters
+from splitmind.node.failures import EngineDied, WarmUpError
 
 logger = logging.getLogger(__name__)
+
+EXIT_ENGINE_FAILED = 3  # the engine could not run a request, or died: the reason is on stderr
 
 
 def parse_spec(argv: list[str]) -> NodeSpec:
@@ -76,31 +80,47 @@ def set_vllm_environment(spec: NodeSpec) -> None:
 def run(handler_factory: object) -> None:
     """Entry for `python -m prefill_node` / `python -m decode_node`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lifeline.die_with_parent()
     spec = parse_spec(sys.argv[1:])
     set_vllm_environment(spec)
     assert callable(handler_factory)
-    asyncio.run(_serve(spec, handler_factory()))
+    try:
+        asyncio.run(_serve(spec, handler_factory()))
+    except (WarmUpError, EngineDied) as exc:
+        logger.error("%s", exc)
+        print(f"[{spec.worker_id}] error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_ENGINE_FAILED) from None
 
 
 async def _serve(spec: NodeSpec, handler: object) -> None:
     from splitmind.node.engine import build_engine
     from splitmind.node.runtime import NodeServer
+    from splitmind.node.warmup import warm_up
 
     counters = EngineCounters()
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a stop during the warm-up too
+        loop.add_signal_handler(sig, main.cancel)
     all_cpus = os.sched_getaffinity(0)
     confine_to_cpus(spec)  # the engine processes inherit this...
     engine = build_engine(spec, counters)
     os.sched_setaffinity(0, all_cpus)  # ...while the frontend, mostly waiting on sockets, floats
-    server = NodeServer(spec, engine, handler, counters)  # type: ignore[arg-type]
-    main = asyncio.current_task()
-    assert main is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, main.cancel)
     try:
+        took = await warm_up(engine)  # before the sockets open: no health reply until it passed
+        logger.info("node %s: warm-up request ran in %.2f s", spec.worker_id, took)
+        await asyncio.sleep(0.1)  # the engine's last stats for it arrive right behind its output
+        counters.reset()
+        server = NodeServer(spec, engine, handler, counters)  # type: ignore[arg-type]
         await server.serve()
     except asyncio.CancelledError:
         logger.info("node %s: shutting down", spec.worker_id)
+    except ExceptionGroup as group:  # from the server's TaskGroup
+        died = group.subgroup(EngineDied)
+        if died is None:
+            raise
+        raise died.exceptions[0] from None
     finally:
         with contextlib.suppress(Exception):
             engine.shutdown()

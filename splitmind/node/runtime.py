@@ -24,6 +24,7 @@ import zmq
 
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters
+from splitmind.node.failures import EngineDied
 from splitmind.node.sampling import token_logprobs
 from splitmind.node.sockets import NodeSockets
 from splitmind.protocol import (
@@ -50,6 +51,7 @@ STATS_INTERVAL_S = 0.5
 SEND_QUEUE_MESSAGES = 10_000  # per gateway, before the node waits for it to read
 SEND_TIMEOUT_S = 60.0  # a gateway that reads nothing for this long has given up on its requests
 SEND_RETRY_S = 1.0
+ENGINE_CHECK_S = 0.5
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
 
@@ -96,12 +98,21 @@ class NodeServer:
                 tg.create_task(self._recv_loop())
                 tg.create_task(self._stats_loop())
                 tg.create_task(self.sockets.watch())
+                tg.create_task(self._engine_watch())
         finally:
             for task in list(self.tasks.values()):
                 task.cancel()
             if self.tasks:
                 await asyncio.wait(list(self.tasks.values()), timeout=5)
             self.sockets.close()
+
+    async def _engine_watch(self) -> None:
+        while True:  # vLLM offers no event for it; the flag is cheap to read
+            if self.engine.errored:
+                break
+            await asyncio.sleep(ENGINE_CHECK_S)
+        raise EngineDied(f"node {self.spec.worker_id}: its vLLM engine died (the engine-core's traceback is above "
+                         f"in this log); exiting so that it is taken out of rotation and restarted")
 
     async def _recv_loop(self) -> None:
         where = f"node {self.spec.worker_id}"
@@ -238,6 +249,7 @@ class NodeServer:
             prompt_tokens_total=c.prompt_tokens_total, generation_tokens_total=c.generation_tokens_total,
             prompt_tokens_computed_total=c.prompt_tokens_computed_total,
             prompt_tokens_local_cache_total=c.prompt_tokens_local_cache_total, requests_total=c.requests_total,
+            restarts=self.spec.restarts,
         )
 
     async def _stats_loop(self) -> None:

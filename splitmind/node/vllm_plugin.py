@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from splitmind import lifeline
 from splitmind.node import cpu_expand_fix
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ PLUGIN_NAME = "splitmind_fixes"  # the entry point's name: what VLLM_PLUGINS mus
 
 def register() -> None:
     """Entry point (`vllm.general_plugins`); vLLM calls it once per process."""
+    lifeline.die_with_parent()  # engine core and workers of a node `splitmind up` started
     try:
         cpu_expand_fix.apply()
     except Exception:  # never stop an engine from starting; say so loudly instead

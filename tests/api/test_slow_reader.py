@@ -27,6 +27,7 @@ class EndlessEngine:
     """A token every 5 ms until aborted; records the requests whose generator was closed."""
 
     vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=100_000), speculative_config=None)
+    errored = False  # AsyncLLM's flag; when it turns true the node exits
 
     def __init__(self) -> None:
         self.closed: list[str] = []

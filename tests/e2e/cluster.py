@@ -85,7 +85,7 @@ class RunningCluster:
             pass
 
     def node_log(self, worker_id: str) -> str:
-        return (self.workdir / "logs" / f"{worker_id}.log").read_text(errors="replace")
+        return (self.workdir / "logs" / "latest" / f"{worker_id}.log").read_text(errors="replace")
 
     def stop(self) -> float:
         """SIGTERM the launcher; return seconds until every process it started was gone."""
@@ -108,6 +108,35 @@ class RunningCluster:
                 pass
         if leftover:
             raise AssertionError(f"processes left after stop: {leftover}")
+        return elapsed
+
+    def kill_launcher(self, limit_s: float = 60.0) -> float:
+        """SIGKILL the launcher, as the OOM killer would: no cleanup runs in it. Every process
+        it started must exit by itself (parent-death signals, `splitmind/lifeline.py`); return
+        the seconds that took."""
+        self._remember_descendants()
+        assert self.descendants, "the launcher started no process"
+        t0 = time.monotonic()
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log_file.close()
+        while time.monotonic() - t0 < limit_s and self.alive():
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+        leftover = self.alive()
+        for pid in leftover:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if leftover:
+            names = []
+            for pid in leftover:
+                try:
+                    names.append(f"{pid} {psutil.Process(pid).name()}")
+                except psutil.NoSuchProcess:
+                    names.append(str(pid))
+            raise AssertionError(f"orphans {limit_s:g} s after the launcher was killed: {names}")
         return elapsed
 
     def alive(self) -> list[int]:

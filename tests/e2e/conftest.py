@@ -27,21 +27,25 @@ allow_route_override = true
 NO_PREFIX_CACHING_CONFIG = BASE_CONFIG.replace("[engine]\n", "[engine]\nenable_prefix_caching = false\n")
 
 
-def _running(model: Path, workdir: Path, *, prefill: int, config: str, keys_dir: Path | None = None
-             ) -> Iterator[RunningCluster]:
-    cluster = RunningCluster(model, workdir, prefill=prefill, config=config, keys_dir=keys_dir)
+def running(model: Path, workdir: Path, *, prefill: int, config: str, decode: int = 1,
+            keys_dir: Path | None = None, killed: bool = False) -> Iterator[RunningCluster]:
+    """`killed`: end it by SIGKILL to the launcher, and check that nothing it started outlives it."""
+    cluster = RunningCluster(model, workdir, prefill=prefill, decode=decode, config=config, keys_dir=keys_dir)
     try:
         cluster.wait_ready()
         yield cluster
     finally:
-        cluster.stop()
+        if killed and cluster.proc.poll() is None:
+            cluster.kill_launcher()
+        else:
+            cluster.stop()
 
 
 def _cluster(tmp: Path, name: str, spec: CheckpointSpec, *, prefill: int, config: str = BASE_CONFIG,
-             curve: bool = False) -> Iterator[RunningCluster]:
+             curve: bool = False, killed: bool = False) -> Iterator[RunningCluster]:
     keys_dir = make_keys(tmp / name / "keys") if curve else None
-    yield from _running(build_checkpoint(tmp / name / "model", spec), tmp / name, prefill=prefill, config=config,
-                        keys_dir=keys_dir)
+    yield from running(build_checkpoint(tmp / name / "model", spec), tmp / name, prefill=prefill, config=config,
+                        keys_dir=keys_dir, killed=killed)
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +58,10 @@ def scripted_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
 
 @pytest.fixture(scope="session")
 def random_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """PD cluster on random weights (KV-sensitive), prefix caching off."""
+    """PD cluster on random weights (KV-sensitive), prefix caching off. It ends as a launcher
+    killed outright ends (SIGKILL): every process it started must exit by itself."""
     yield from _cluster(tmp_path_factory.mktemp("clusters"), "random", CheckpointSpec(weights="random"),
-                        prefill=1, config=NO_PREFIX_CACHING_CONFIG)
+                        prefill=1, config=NO_PREFIX_CACHING_CONFIG, killed=True)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +69,7 @@ def reasoner_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
     """PD cluster on the bundled tiny reasoner, the model `splitmind up` serves by default: MTP
     on by itself (it has an MTP layer). Prefix caching off."""
     workdir = tmp_path_factory.mktemp("clusters") / "reasoner"
-    yield from _running(BUNDLED_MODEL, workdir, prefill=1, config=NO_PREFIX_CACHING_CONFIG)
+    yield from running(BUNDLED_MODEL, workdir, prefill=1, config=NO_PREFIX_CACHING_CONFIG)
 
 
 def client(cluster: RunningCluster) -> OpenAI:

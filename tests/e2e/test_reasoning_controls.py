@@ -19,7 +19,7 @@ from api.tokenization import ModelFrontend
 from models import BUNDLED_MODEL
 from models.tiny_reasoner.data import Problem, sample_problem
 from tests.e2e.cluster import RunningCluster
-from tests.e2e.conftest import BASE_CONFIG, _running, client
+from tests.e2e.conftest import BASE_CONFIG, client, running
 from tests.e2e.test_sampling import readme_examples, run_example
 
 MODEL = "tiny-reasoner"
@@ -214,7 +214,7 @@ def test_invalid_controls_get_a_400_naming_the_field(reasoner_cluster: RunningCl
 def hidden_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     """The bundled reasoner colocated, with the server hiding reasoning from everyone."""
     config = BASE_CONFIG.replace("[gateway]\n", '[gateway]\nreasoning = "hidden"\n')
-    yield from _running(BUNDLED_MODEL, tmp_path_factory.mktemp("clusters") / "hidden", prefill=0, config=config)
+    yield from running(BUNDLED_MODEL, tmp_path_factory.mktemp("clusters") / "hidden", prefill=0, config=config)
 
 
 @pytest.mark.parametrize("stream", [False, True])

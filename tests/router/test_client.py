@@ -34,3 +34,51 @@ def test_errors_become_types(code: ErrorCode, exc: type[Exception]) -> None:
 def test_silence_times_out() -> None:
     with pytest.raises(WorkerTimeoutError):
         asyncio.run(RequestStream("r", "w").next(0.05))
+
+
+def test_a_node_streaming_tokens_is_alive_though_its_heartbeat_is_late() -> None:
+    """Only silence on every plane makes a worker unhealthy: replies count as signs of life."""
+    import zmq
+    import zmq.asyncio
+
+    from router.client import WorkerClient
+    from splitmind.config import WorkerAddress
+    from splitmind.launcher import free_port
+    from splitmind.protocol import GenerateRequest, NodeStats, Role, Sampling, encoder, to_node_decoder
+
+    async def run() -> list[bool]:
+        ctx = zmq.asyncio.Context()
+        rpc, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)
+        address = WorkerAddress("d0", Role.DECODE, f"tcp://127.0.0.1:{free_port('127.0.0.1')}",
+                                f"tcp://127.0.0.1:{free_port('127.0.0.1')}")
+        rpc.bind(address.rpc_address)
+        pub.bind(address.stats_address)
+        worker = WorkerClient(address, ctx)
+        worker.start()
+        worker.info = object()  # type: ignore[assignment]  # the handshake's result; not under test
+        healthy = []
+        try:
+            for _ in range(100):  # until the subscription is up and one heartbeat arrived
+                await pub.send(encoder.encode(NodeStats("d0", Role.DECODE, 1, 1)))
+                await asyncio.sleep(0.02)
+                if worker.last_seen_s is not None:
+                    break
+            stream = await worker.open(GenerateRequest("r", [1], Sampling(max_tokens=100)))
+            identity, payload = await rpc.recv_multipart()
+            assert to_node_decoder.decode(payload).request_id == "r"
+            for _ in range(8):  # tokens for 0.8 s, no heartbeat, against a 0.3 s timeout
+                await rpc.send_multipart([identity, encoder.encode(TokenDelta("r", [5]))])
+                await asyncio.sleep(0.1)
+                healthy.append(worker.is_healthy(0.3))
+            await stream.next(1)
+            await asyncio.sleep(0.5)  # then silence on both planes
+            healthy.append(worker.is_healthy(0.3))
+        finally:
+            await worker.close()
+            rpc.close()
+            pub.close()
+            ctx.term()
+        return healthy
+
+    healthy = asyncio.run(run())
+    assert healthy[:-1] == [True] * 8 and healthy[-1] is False

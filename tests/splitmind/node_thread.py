@@ -26,6 +26,7 @@ NUM_TOKENS = 3
 
 class ThreeTokenEngine:
     vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
+    errored = False  # AsyncLLM's flag; when it turns true the node exits
 
     async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
         for i in range(NUM_TOKENS):

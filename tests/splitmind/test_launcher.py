@@ -18,7 +18,8 @@ def test_ports_avoid_the_kernels_ephemeral_range() -> None:
     """Bug: ports came from bind(0), inside the ephemeral range; between planning and the
     node's bind, vLLM or an outgoing connection took one ("Address already in use").
     Fix: choose below the ephemeral range, which the kernel never hands out by itself."""
-    from splitmind.launcher import _ephemeral_range, free_port
+    from splitmind.ports import ephemeral_range as _ephemeral_range
+    from splitmind.ports import free_port
 
     low, _ = _ephemeral_range()
     ports = {free_port("127.0.0.1") for _ in range(50)}
@@ -35,3 +36,18 @@ def test_a_node_with_several_cores_leaves_one_to_its_engine_core() -> None:
     assert omp_cpus("0-1") == "1"
     assert omp_cpus("2-5") == "3,4,5"
     assert omp_cpus("3") == "3"
+
+
+def test_the_root_cause_is_the_engines_error_not_the_wrapper() -> None:
+    from splitmind.failure_report import root_cause
+
+    log = [
+        "(EngineCore pid=1) ERROR [core.py:1512] RuntimeError: Worker failed with error 'Unsupported CPU attention "
+        "configuration: head_dim=24 isa=1 kv_cache_idx=0', please check the stack trace above for the root cause",
+        "(MainProcess pid=2) ERROR [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
+        "encountered an issue. See stack trace (above) for the root cause.",
+        "[decode-0] error: the engine failed its warm-up request: EngineDeadError: EngineCore encountered an issue.",
+    ]
+    cause = root_cause(log)
+    assert cause is not None and cause.startswith("RuntimeError: Worker failed with error 'Unsupported CPU attention")
+    assert root_cause(["all fine", "INFO ready"]) is None

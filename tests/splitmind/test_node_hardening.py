@@ -133,3 +133,26 @@ def test_an_abort_right_behind_its_request_leaves_nothing_behind() -> None:
         assert node.server.stats().num_waiting == 0
     finally:
         node.stop()
+
+
+def test_a_node_whose_engine_died_stops_serving() -> None:
+    """vLLM cannot restart a dead engine: the server ends with EngineDied (the node exits with
+    code 3 and `splitmind up` restarts it) instead of answering every request with an error."""
+    from splitmind.node.failures import EngineDied
+    from tests.splitmind.node_thread import NodeThread, generate_once
+
+    node = NodeThread()
+    try:
+        async def serves() -> list[int]:
+            async with node.gateway() as client:
+                return await generate_once(client)
+
+        assert asyncio.run(serves()) == [0, 1, 2]
+        node.engine.errored = True  # what AsyncLLM reports once its engine core died
+        node.thread.join(5)
+        assert not node.serving()
+        assert isinstance(node.task.exception(), ExceptionGroup)
+        assert node.task.exception().subgroup(EngineDied) is not None  # type: ignore[union-attr]
+    finally:
+        if node.serving():
+            node.stop()

@@ -24,6 +24,7 @@ NUM_DELTAS = 10_000  # far more than the queues and buffers between the two sock
 
 class FakeEngine:
     vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
+    errored = False  # AsyncLLM's flag; when it turns true the node exits
 
     def __init__(self) -> None:
         self.closed: list[str] = []  # requests whose generator was closed before its end
