@@ -19,6 +19,7 @@ from splitmind.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoWorkerError,
+    OverloadedError,
     PrepareTimeoutError,
     RequestTooLargeError,
     SplitmindError,
@@ -48,6 +49,8 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 404, error_body(str(exc), "invalid_request_error", "model", "model_not_found")
     if isinstance(exc, WorkerRejectedError):
         return 400, error_body(str(exc), "invalid_request_error", None, None)
+    if isinstance(exc, OverloadedError):
+        return 429, error_body(str(exc), "rate_limit_error", None, "overloaded")
     if isinstance(exc, NoWorkerError):
         return 503, error_body(str(exc), "service_unavailable", None, "no_worker")
     if isinstance(exc, PrepareTimeoutError):
@@ -90,7 +93,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 
 async def handle_splitmind_error(request: Request, exc: Exception) -> JSONResponse:
     status, body = status_and_body(exc)
-    return JSONResponse(body, status_code=status)
+    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, OverloadedError) else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -177,7 +177,12 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
                          include_usage=req.include_usage, continuous_usage=req.continuous_usage)
     streams = SampleStreams([g.stream() for g in plan.samples])
     if not req.stream:
-        return await _watch(request, _collect(out, streams))  # cancelled: aborted on the workers
+        response = await _watch(request, _collect(out, streams))  # cancelled: aborted on the workers
+        # Headers go out after the work here, so they name the workers that served it.
+        served = plan.served_by()
+        request.state.prefill_worker = ",".join(served["prefill"]) or "none"
+        request.state.decode_worker = ",".join(served["decode"]) or plan.decode.worker_id
+        return response
     try:
         first = await _watch(request, anext(streams))
     except BaseException:
@@ -232,7 +237,8 @@ async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: Samp
             item = await anext(streams, None)
         out.finish()
         if out.include_usage:
-            yield _event(out.usage_chunk())
+            yield _event(out.usage_chunk(final=True))
+        yield _event(comment=out.served_comment())
     except asyncio.CancelledError:
         out.st.metrics.aborts.labels("client_disconnected").inc()
         raise

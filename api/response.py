@@ -145,7 +145,14 @@ class Response:
                 choice["prompt_token_ids"] = self.prepared.prompt_token_ids
             choices.append(choice)
         return {"id": self.id, "object": "chat.completion" if self.is_chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": choices, "usage": self.usage()}
+                "created": self.created, "model": self.model, "choices": choices, "usage": self.usage(),
+                "splitmind": self.report()}
+
+    def report(self) -> dict[str, Any]:
+        """splitmind's extension field: the workers that served, after any retry or migration
+        (the `x-splitmind-*` headers of a stream can only name the ones chosen at the start), and
+        the fallbacks taken."""
+        return {"served_by": self.plan.served_by(), "fallbacks": self.plan.fallbacks()}
 
     def chunk(self, index: int, text: TextDelta | None, finish: str | None, *, first: bool = False) -> str:
         choice_state = self.choices[index]
@@ -171,6 +178,16 @@ class Response:
             body["usage"] = None
         return json.dumps(body)
 
-    def usage_chunk(self) -> str:
-        return json.dumps({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-                           "choices": [], "usage": self.usage()})
+    def usage_chunk(self, final: bool = False) -> str:
+        body: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                                "choices": [], "usage": self.usage()}
+        if final:
+            body["splitmind"] = self.report()
+        return json.dumps(body)
+
+    def served_comment(self) -> str:
+        """The same report as an SSE comment, which every client skips: sent at the end of every
+        stream, usage asked for or not."""
+        served = self.plan.served_by()
+        return (f"served-by prefill={','.join(served['prefill']) or 'none'} decode={','.join(served['decode'])}"
+                + (f" fallbacks={','.join(self.plan.fallbacks())}" if self.plan.fallbacks() else ""))

@@ -14,8 +14,15 @@ from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDec
 from router.registry import WorkerRegistry
 from router.thinking import ThinkingLimit
 from splitmind.config import GatewayTuning
-from splitmind.errors import NoWorkerError
+from splitmind.errors import NoWorkerError, OverloadedError
 from splitmind.protocol import Role, Sampling
+
+
+def _load(worker: WorkerClient) -> int:
+    """Requests on a decode node: what this gateway has open there, or what the node reports
+    running and waiting (every gateway's, half a second old), whichever is more."""
+    s = worker.stats
+    return max(len(worker.streams), (s.num_running + s.num_waiting) if s is not None else 0)
 
 
 def sample_sampling(sampling: Sampling, index: int) -> Sampling:
@@ -37,7 +44,14 @@ class Orchestrator:
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
              route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:
         req = RouteRequest(request_id, len(prompt_token_ids))
-        decode = self.profile.pick(req, self.registry.healthy(Role.DECODE))
+        healthy = self.registry.healthy(Role.DECODE)
+        if not healthy:
+            raise NoWorkerError("no healthy decode worker")
+        limit = self.tuning.max_streams_per_decode
+        room = [w for w in healthy if not limit or _load(w) + n <= limit]
+        if not room:
+            raise OverloadedError(f"every decode worker is full ({limit} open requests each); try again shortly")
+        decode = self.profile.pick(req, room)
         if decode is None:
             raise NoWorkerError("no healthy decode worker")
         prefill = None

@@ -88,6 +88,7 @@ class Generation:
     decode_tried: set[str] = field(default_factory=set)
     on_fallback: Callable[[str], None] | None = None  # counts each fallback, by reason
     fallbacks: list[str] = field(default_factory=list)  # prefill_retry, prefill_local, decode_retry, decode_migrate
+    served: list[tuple[str, str]] = field(default_factory=list)  # (phase, worker) that did work, in order
 
     @property
     def prefill_name(self) -> str:
@@ -205,6 +206,8 @@ class Generation:
         self.timings.decode_sent_at = time.perf_counter()
         dstream = await self.decode.open(GenerateRequest(rid, self.prompt_token_ids + generated, sampling, kv))
         open_streams.append((self.decode, dstream))
+        if ("decode", self.decode.worker_id) not in self.served:
+            self.served.append(("decode", self.decode.worker_id))
         return dstream
 
     async def _decode_deltas(self, dstream: RequestStream, *, first_segment: bool) -> AsyncGenerator[TokenDelta, None]:
@@ -243,6 +246,7 @@ class Generation:
             if delta.finish_reason is not None:
                 break
         self.timings.prefill_s = time.perf_counter() - sent
+        self.served.append(("prefill", self.prefill.worker_id))
         return merged
 
     async def _release(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
@@ -276,6 +280,19 @@ class Plan:
     @property
     def timings(self) -> PhaseTimings:
         return self.samples[0].timings
+
+    def served_by(self) -> dict[str, list[str]]:
+        """The workers that did the work, by phase, in order: after a retry or a migration, not
+        the ones the response headers named at the start."""
+        out: dict[str, list[str]] = {"prefill": [], "decode": []}
+        for sample in self.samples:
+            for phase, worker in sample.served:
+                if worker not in out[phase]:
+                    out[phase].append(worker)
+        return out
+
+    def fallbacks(self) -> list[str]:
+        return [reason for sample in self.samples for reason in sample.fallbacks]
 
 
 def _guarded(guard: ThinkingGuard | None, delta: TokenDelta) -> tuple[TokenDelta, list[int] | None]:

@@ -95,6 +95,10 @@ class GatewayTuning:
     stream_idle_timeout_s: float = 120.0  # longest silence inside a stream
     heartbeat_timeout_s: float = 5.0  # a node whose stats stop this long is unhealthy
     min_disagg_prompt_tokens: int = 1  # shorter prompts prefill on the decode node
+    # Requests on one decode node (its queue included: what this gateway has open there, or what
+    # the node reports from every gateway) before it counts as full; with every decode node
+    # full, new requests get a 429 with Retry-After. 0: no limit.
+    max_streams_per_decode: int = 0
     allow_route_override: bool = False  # honour the x-splitmind-route header (tests, benchmarks)
     reasoning: str = "visible"  # "hidden": no response ever carries reasoning text, whatever the request asks
     # The edge (api/edge.py, api/auth.py, api/limits.py): what one request may cost the gateway.

@@ -55,6 +55,17 @@ class NoWorkerError(SplitmindError):
     retryable = True
 
 
+class OverloadedError(SplitmindError):
+    """Every healthy worker of a role is at its limit: the gateway starts no work it cannot
+    finish. Retryable after `retry_after_s` (429 with Retry-After)."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class WorkerError(SplitmindError):
     """A worker failed the request (engine error, protocol error). Retryable elsewhere."""
 

@@ -153,7 +153,9 @@ class Cluster:
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "wb")
+        # Append-only for every writer: after a restart, processes of the old incarnation that
+        # still hold the log (vLLM's resource tracker) would otherwise overwrite the new lines.
+        log_file = open(log_path, "ab")
         child = Child(name, self._popen(argv, extra_env, log_file), log_path, log_file, argv, extra_env)
         self.children.append(child)
         return child

@@ -103,7 +103,8 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     migrated = 'splitmind_router_fallbacks_total{reason="decode_migrate"}'
     counted = _metric(supervised, migrated)
-    text, usage, errors = [], None, []
+    text: list[str] = []
+    usage, report, errors = None, None, []
     with httpx.stream("POST", supervised.url + "/v1/chat/completions", json=body, timeout=120) as r:
         assert r.status_code == 200
         victim = _node(supervised, r.headers["x-splitmind-decode"])
@@ -115,7 +116,10 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
             if len(text) == 30:
                 _engine_core(node.pid).kill()
                 break
+        comments = []
         for line in lines:
+            if line.startswith(": served-by"):
+                comments.append(line)
             if not line.startswith("data: "):
                 continue
             if line == "data: [DONE]":
@@ -124,9 +128,14 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
             if "error" in chunk:
                 errors.append(chunk)
             if chunk.get("usage"):
-                usage = chunk["usage"]
+                usage, report = chunk["usage"], chunk.get("splitmind")
     assert errors == [] and usage is not None
     assert usage["completion_tokens"] == 600  # one stream, every token, nothing repeated or lost
+    # The headers named the first decode node; the end of the stream names both.
+    assert report is not None and report["fallbacks"] == ["decode_migrate"]
+    assert report["served_by"]["decode"][0] == victim["id"] and len(report["served_by"]["decode"]) == 2
+    decode = ",".join(report["served_by"]["decode"])
+    assert comments == [f": served-by prefill=prefill-0 decode={decode} fallbacks=decode_migrate"]  # for any client
     assert _metric(supervised, migrated) == counted + 1
     node.wait(30)  # the node left instead of answering errors
     after = _wait_ready(supervised, str(victim["id"]), replacing=victim["pid"])
@@ -157,6 +166,8 @@ def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(superv
     chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert whole.choices[0].finish_reason in ("stop", "length") and whole.usage.completion_tokens > 0
+    assert whole.model_extra["splitmind"]["fallbacks"] == ["prefill_local"]  # type: ignore[index]
+    assert whole.model_extra["splitmind"]["served_by"]["prefill"] == []  # type: ignore[index]
     assert _metric(supervised, local) >= counted + 1
     assert psutil.wait_procs(engine, timeout=15)[1] == []  # the engine died with its node
     # `splitmind up` restarts it (the decode test above waits for a restarted node to rejoin).

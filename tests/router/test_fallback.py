@@ -97,6 +97,7 @@ def test_with_no_prefill_node_left_the_decode_node_prefills() -> None:
     assert counted == ["prefill_retry", "prefill_local"]
     assert decode.sent[0].kv_transfer is None and decode.sent[0].prompt_token_ids == [1, 2, 3]  # colocated
     assert g.route == "colocated" and g.reason == "prefill_failed"
+    assert g.served == [("decode", "d0")]
 
 
 def test_a_prefill_nodes_4xx_is_not_retried() -> None:
@@ -123,6 +124,7 @@ def test_a_decode_node_dying_mid_stream_hands_over_to_another() -> None:
     (moved,) = spare.sent
     assert moved.prompt_token_ids == [1, 2, 3, 7, 8] and moved.kv_transfer is None
     assert moved.sampling.max_tokens == 10 - 2  # what the client has counts against max_tokens
+    assert g.served == [("prefill", "p0"), ("decode", "d0"), ("decode", "d1")]  # reported at the end
 
 
 def test_with_no_decode_node_left_the_error_reaches_the_client() -> None:
