@@ -78,13 +78,15 @@ def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
                 "id": w.worker_id, "role": w.role.name.lower(),
                 "pid": s.pid if s else (w.info.pid if w.info else None),
                 "address": w.address.rpc_address, "stats_address": w.address.stats_address,
-                "state": "ready" if healthy else ("starting" if w.info is None else "unhealthy"),
+                "state": ("leaving" if w.worker_id in st.registry.leaving else "ready" if healthy
+                          else "starting" if w.info is None else "unhealthy"),
                 "running_requests": s.num_running if s else 0,
                 "waiting_requests": s.num_waiting if s else 0,
                 "kv_usage": s.kv_usage if s else 0.0,
                 "open_streams": len(w.streams),
                 "mtp_tokens": w.info.mtp_tokens if w.info else None,
                 "restarts": s.restarts if s else 0,
+                "circuit": w.breaker.state,  # closed, open or half_open (router/breaker.py)
             })
         return out
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import string
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import access_log
 from api.auth import AuthError, Keys, access_for
 from api.errors import error_body
 from api.limits import KeyLimits, LimitExceeded
@@ -61,14 +64,27 @@ class Edge:
         state = scope.setdefault("state", {})
         state.update(request_id=rid, prefill_worker="none", decode_worker="none")
         started = False
+        status: int | None = None
+        t0 = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), *self._headers(state)]}
             await send(message)
 
+        try:
+            await self._serve(scope, receive, send_with_headers, headers, rid, lambda: started)
+        finally:
+            path = scope.get("path", "")
+            if access_log.logged(path):
+                access_log.logger.info("%s", access_log.access_line(
+                    scope.get("method", "-"), path, status, state, time.perf_counter() - t0))
+
+    async def _serve(self, scope: Scope, receive: Receive, send_with_headers: Send, headers: dict[bytes, bytes],
+                     rid: str, started: Callable[[], bool]) -> None:
         try:
             caller = self._admit(scope, headers)
             if caller is None:
@@ -82,7 +98,7 @@ class Edge:
             self._count(scope, refusal.reason)
             await _respond(send_with_headers, refusal.status, refusal.body, refusal.headers)
         except Exception:
-            if started:
+            if started():
                 logger.exception("request %s: failed after its response started", rid)
                 return
             logger.exception("request %s: unhandled error", rid)

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from router.registry import WorkerRegistry
 
+PLUGIN_BUCKETS_S = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -24,6 +25,12 @@ class GatewayMetrics:
         self.requests = Counter("splitmind_requests", "Requests routed, by route taken.", ["route"], registry=r)
         self.route_decisions = Counter("splitmind_route_decisions", "Routing decisions, with the reason.",
                                        ["route", "reason"], registry=r)
+        self.router_decisions = Counter(
+            "splitmind_router_decisions", "Routing decisions by pool (decode, prefill, pd: whether to disaggregate) "
+            "and reason (router/policies/profile.py, router/policies/pd_decider.py).", ["pool", "reason"], registry=r)
+        self.plugin_duration = Histogram("splitmind_router_plugin_duration_seconds",
+                                         "Time one routing plugin took for one decision.", ["plugin"],
+                                         buckets=PLUGIN_BUCKETS_S, registry=r)
         self.errors = Counter("splitmind_request_errors", "Requests that ended in an error, by HTTP status.",
                               ["status"], registry=r)
         self.fallbacks = Counter("splitmind_router_fallbacks", "Phases redone after a worker failed, by reason "
@@ -54,6 +61,12 @@ class GatewayMetrics:
                                  "Decode request sent -> first decode token (includes the KV pull).")
         r.register(NodeCollector(registry))
 
+    def decided(self, pool: str, reason: str) -> None:
+        self.router_decisions.labels(pool, reason).inc()
+
+    def plugin_ran(self, plugin: str, seconds: float) -> None:
+        self.plugin_duration.labels(plugin).observe(seconds)
+
 
 class NodeCollector(Collector):
     def __init__(self, registry: WorkerRegistry) -> None:
@@ -80,13 +93,23 @@ class NodeCollector(Collector):
             "splitmind_node_prompt_tokens",
             "Prompt tokens of a node's engine requests, by source: computed there, its prefix cache, or received.",
             labels=[*labels, "source"])
+        kv_releases = CounterMetricFamily(
+            "splitmind_node_kv_releases", "Prefill KV nobody would pull, released through this decode node at once "
+            "(the client left before decode, or the first token was the last).", labels=labels)
         restarts = CounterMetricFamily("splitmind_worker_restarts", "Times `splitmind up` restarted the node.",
                                        labels=labels)
+        circuit_open = GaugeMetricFamily("splitmind_worker_circuit_open",
+                                         "1 while the worker's circuit breaker keeps requests away (open or probing).",
+                                         labels=labels)
+        trips = CounterMetricFamily("splitmind_worker_circuit_trips", "Times the worker's circuit breaker opened.",
+                                    labels=labels)
         transfer_s = HistogramMetricFamily("splitmind_kv_transfer_seconds",
                                            "Duration of one KV transfer (NIXL telemetry).", labels=labels)
         for w in self.workers.workers.values():
             lv = [w.worker_id, w.role.name.lower()]
             healthy.add_metric(lv, 1.0 if w.is_healthy(self.workers.heartbeat_timeout_s) else 0.0)
+            circuit_open.add_metric(lv, 0.0 if w.breaker.state == "closed" else 1.0)
+            trips.add_metric(lv, w.breaker.trips)
             s = w.stats
             if s is None:
                 continue
@@ -100,6 +123,7 @@ class NodeCollector(Collector):
             accepted.add_metric(lv, s.spec_accepted_tokens_total)
             node_requests.add_metric(lv, s.requests_total)
             restarts.add_metric(lv, s.restarts)
+            kv_releases.add_metric(lv, s.kv_releases_total)
             node_prompt.add_metric([*lv, "computed"], s.prompt_tokens_computed_total)
             node_prompt.add_metric([*lv, "local_cache"], s.prompt_tokens_local_cache_total)
             node_prompt.add_metric([*lv, "remote"], s.remote_kv_tokens_total)
@@ -111,4 +135,4 @@ class NodeCollector(Collector):
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 transfer_s.add_metric(lv, buckets, h.total)
         yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, drafts, accepted,
-                    node_requests, node_prompt, restarts, transfer_s)
+                    node_requests, node_prompt, kv_releases, restarts, circuit_open, trips, transfer_s)

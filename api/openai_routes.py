@@ -175,6 +175,7 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
     st.metrics.prompt_tokens.inc(len(prepared.prompt_token_ids))
     out = OpenAIResponse(st, plan, prepared, req.model, t0, return_token_ids=req.return_token_ids,
                          include_usage=req.include_usage, continuous_usage=req.continuous_usage)
+    request.state.response = out  # for the access log (api/access_log.py)
     streams = SampleStreams([g.stream() for g in plan.samples])
     if not req.stream:
         response = await _watch(request, _collect(out, streams))  # cancelled: aborted on the workers

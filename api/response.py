@@ -46,6 +46,7 @@ class Response:
         self.choices = [Choice(i, Assembler(st.frontend, prepared)) for i in range(prepared.n)]
         self.token_text = TokenText(st.frontend.tokenizer)
         self.first_token_seen = False
+        self.ttft_s: float | None = None
         self.hidden = prepared.hidden
         self.progress_at = time.monotonic()  # when the client last heard of hidden thinking
         self.progress_tokens = 0
@@ -78,7 +79,8 @@ class Response:
         m = self.st.metrics
         if not self.first_token_seen:
             self.first_token_seen = True
-            m.ttft.observe(now - self.t0)
+            self.ttft_s = now - self.t0
+            m.ttft.observe(self.ttft_s)
             if self.plan.timings.prefill_s is not None:
                 m.prefill.observe(self.plan.timings.prefill_s)
         if choice.last_token_at is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from api.metrics import GatewayMetrics
 from api.tokenization import ModelFrontend
+from router.breaker import Breaker
 from router.orchestrator import Orchestrator
 from router.registry import WorkerRegistry
 from splitmind.config import GatewayConfig, GatewayTuning
@@ -34,10 +35,14 @@ class GatewayState:
 
     @classmethod
     def build(cls, config: GatewayConfig) -> GatewayState:
-        registry = WorkerRegistry(config.workers, config.tuning.heartbeat_timeout_s, client_keys(config.keys_dir))
+        t = config.tuning
+        registry = WorkerRegistry(config.workers, t.heartbeat_timeout_s, client_keys(config.keys_dir),
+                                  config.discover, t.resolve_interval_s,
+                                  breaker=lambda: Breaker(t.breaker_failures, t.breaker_cooldown_s))
         metrics = GatewayMetrics(registry)
         orchestrator = Orchestrator(registry, config.tuning,
-                                    on_fallback=lambda reason: metrics.fallbacks.labels(reason).inc())
+                                    on_fallback=lambda reason: metrics.fallbacks.labels(reason).inc(),
+                                    on_decision=metrics.decided, observe=metrics.plugin_ran)
         return cls(config=config, frontend=ModelFrontend(config.model, config.reasoning_profile), registry=registry,
                    orchestrator=orchestrator, metrics=metrics,
                    prepare_pool=ThreadPoolExecutor(config.tuning.prepare_threads, thread_name_prefix="prepare"))

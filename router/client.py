@@ -16,10 +16,13 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
+from router.breaker import Breaker
+from router.policies.base import WorkerView
 from splitmind import curve
 from splitmind.config import WorkerAddress
 from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
@@ -30,7 +33,10 @@ from splitmind.protocol import (
     GenerateRequest,
     HealthReply,
     HealthRequest,
+    KVTransferParams,
     NodeStats,
+    ReleaseKV,
+    Role,
     TokenDelta,
     encoder,
     from_node_decoder,
@@ -42,12 +48,28 @@ from splitmind.wire_guard import RateLimitedLog, decode_frames, limit_message_si
 logger = logging.getLogger(__name__)
 
 
+class TokenLoad:
+    """Tokens in flight on one worker from this gateway's streams, kept as a running sum so a
+    routing snapshot of a thousand workers costs no walk over their streams."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
 class RequestStream:
     """Deltas of one request on one worker, merged while unread."""
 
-    def __init__(self, request_id: str, worker_id: str) -> None:
+    def __init__(self, request_id: str, worker_id: str, tokens: int = 0, load: TokenLoad | None = None,
+                 breaker: Breaker | None = None) -> None:
         self.request_id = request_id
         self.worker_id = worker_id
+        self.breaker = breaker or Breaker(threshold=0)  # told of the worker's failures and successes
+        self._answered = False
+        self.tokens = tokens  # prompt + generated so far: the load it puts on the worker (routing)
+        self.load = load or TokenLoad()
+        self.load.tokens += tokens
         self._pending: TokenDelta | None = None
         self._error: ErrorReply | None = None
         self._ready = asyncio.Event()
@@ -56,39 +78,65 @@ class RequestStream:
     def push(self, msg: TokenDelta | ErrorReply) -> None:
         if isinstance(msg, ErrorReply):
             self._error = msg
-        elif self._pending is None:
+            self._ready.set()
+            return
+        self.tokens += len(msg.token_ids)
+        self.load.tokens += len(msg.token_ids)
+        if self._pending is None:
             self._pending = msg
         else:
             self._pending = merge_deltas(self._pending, msg)
         self._ready.set()
 
+    def unread_kv(self) -> KVTransferParams | None:
+        """The KV address of a finished prefill that nobody read from this stream."""
+        return self._pending.kv_transfer if self._pending is not None else None
+
     def fail(self, message: str) -> None:
         self.push(ErrorReply(self.request_id, ErrorCode.INTERNAL, message))
 
-    async def next(self, timeout_s: float) -> TokenDelta:
-        """The merged deltas since the last call; raises on worker error or silence."""
+    async def next(self, timeout_s: float, waiting_for: str = "output") -> TokenDelta:
+        """The merged deltas since the last call; raises on worker error or silence. `waiting_for`
+        names the phase in the timeout's message (and the setting that bounds it)."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self._ready.wait()
         except TimeoutError:
-            message = f"no output for request {self.request_id} in {timeout_s:g}s"
+            self.breaker.failure()
+            message = f"no {waiting_for} for request {self.request_id} in {timeout_s:g}s"
             raise WorkerTimeoutError(self.worker_id, message) from None
         self._ready.clear()
         if self._error is not None:
             err = self._error
             if err.code == ErrorCode.BAD_REQUEST:
                 raise WorkerRejectedError(self.worker_id, err.message)
+            self.breaker.failure()
             raise WorkerError(self.worker_id, err.message)
         delta, self._pending = self._pending, None
         assert delta is not None
+        if not self._answered:  # output is proof the worker works
+            self._answered = True
+            self.breaker.success()
         if delta.finish_reason is not None:
             self.finished = True
         return delta
 
 
+def view_of(worker_id: str, role: Role, own: int, own_tokens: int, stats: NodeStats | None) -> WorkerView:
+    """A snapshot for routing: this gateway's own open streams (fresh) or the node's report
+    (every gateway's, one heartbeat old), whichever says more."""
+    if stats is None:
+        return WorkerView(worker_id, role, own, 0, own_tokens)
+    requests = stats.num_running + stats.num_waiting
+    tokens = stats.tokens_in_flight
+    # conditionals, not max(): a snapshot of a thousand workers is on every request's path
+    return WorkerView(worker_id, role, own if own > requests else requests, stats.num_waiting,
+                      own_tokens if own_tokens > tokens else tokens, stats.kv_usage)
+
+
 class WorkerClient:
     def __init__(self, address: WorkerAddress, ctx: zmq.asyncio.Context,
-                 keys: curve.CurveClientKeys | None = None) -> None:
+                 keys: curve.CurveClientKeys | None = None, breaker: Breaker | None = None) -> None:
         self.address = address
         self.worker_id = address.worker_id
         self.role = address.role
@@ -102,6 +150,11 @@ class WorkerClient:
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.drops = RateLimitedLog(logger)
         self.streams: dict[str, RequestStream] = {}
+        self.load = TokenLoad()  # tokens of `streams`
+        self.breaker = breaker or Breaker(threshold=0)
+        # Prefill KV whose owner is gone: its request was aborted or released with the KV's
+        # address unread, or its reply came after that. The registry has a decode node release it.
+        self.on_orphan_kv: Callable[[str, KVTransferParams], None] | None = None
         self._health_waiters: dict[str, asyncio.Future[HealthReply]] = {}
         self.info: HealthReply | None = None
         self.stats: NodeStats | None = None
@@ -127,6 +180,9 @@ class WorkerClient:
         self.dealer.close()
         self.sub.close()
 
+    def view(self) -> WorkerView:
+        return view_of(self.worker_id, self.role, len(self.streams), self.load.tokens, self.stats)
+
     def is_healthy(self, heartbeat_timeout_s: float) -> bool:
         return (self.info is not None and self.last_seen_s is not None
                 and time.monotonic() - self.last_seen_s < heartbeat_timeout_s)
@@ -144,17 +200,37 @@ class WorkerClient:
             self._health_waiters.pop(rid, None)
 
     async def open(self, req: GenerateRequest) -> RequestStream:
-        stream = RequestStream(req.request_id, self.worker_id)
+        stream = RequestStream(req.request_id, self.worker_id, len(req.prompt_token_ids), self.load, self.breaker)
+        self._forget(req.request_id)  # a reused id (n samples, a retry) replaces its stream
         self.streams[req.request_id] = stream
+        self.breaker.started(req.request_id)
         await self.dealer.send(encoder.encode(req))
         return stream
 
+    def _forget(self, request_id: str) -> None:
+        stream = self.streams.pop(request_id, None)
+        if stream is not None:
+            self.load.tokens -= stream.tokens
+            self.breaker.ended(request_id)
+            unread = stream.unread_kv()
+            if unread is not None:
+                self._orphan(request_id, unread)
+
+    def _orphan(self, request_id: str, kv: KVTransferParams) -> None:
+        if self.on_orphan_kv is not None:
+            self.on_orphan_kv(request_id, kv)
+
     def release(self, stream: RequestStream) -> None:
-        self.streams.pop(stream.request_id, None)
+        if self.streams.get(stream.request_id) is stream:
+            self._forget(stream.request_id)
 
     async def abort(self, request_id: str) -> None:
-        self.streams.pop(request_id, None)
+        self._forget(request_id)
         await self.dealer.send(encoder.encode(AbortRequest(request_id)))
+
+    async def release_kv(self, request_id: str, kv: KVTransferParams) -> None:
+        """Ask this decode node to have a prefill node free KV nobody will pull (protocol.ReleaseKV)."""
+        await self.dealer.send(encoder.encode(ReleaseKV(request_id, kv)))
 
     async def _recv_loop(self) -> None:
         where = f"worker {self.worker_id} reply"
@@ -177,8 +253,11 @@ class WorkerClient:
                     fut.set_exception(WorkerError(self.worker_id, msg.message))
                 continue
             stream = self.streams.get(msg.request_id)
-            if stream is not None:  # else: aborted or released; late output is dropped
+            if stream is not None:
                 stream.push(msg)
+            elif isinstance(msg, TokenDelta) and msg.kv_transfer is not None:
+                self._orphan(msg.request_id, msg.kv_transfer)  # a prefill that finished as it was aborted
+            # else: aborted or released; late output is dropped
 
     async def _stats_loop(self) -> None:
         where = f"worker {self.worker_id} stats"

@@ -1,5 +1,11 @@
 """Plans a request: which decode node, whether a prefill node computes the prompt first and
-which, and the n samples of a request as `Generation`s (`router/pd.py`)."""
+which, and the n samples of a request as `Generation`s (`router/pd.py`).
+
+Every choice goes through the routing profiles of `router/policies/` over snapshots of the
+healthy workers, and is reported through `on_decision(pool, reason)`:
+- pool `decode` and `prefill`: the profile's reason (`router/policies/profile.py`);
+- pool `pd`: whether to disaggregate and why (`router/policies/pd_decider.py`, or `override`).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,18 @@ import msgspec
 
 from router.client import WorkerClient
 from router.pd import ROUTE_COLOCATED, ROUTE_DISAGGREGATED, Generation, Plan
-from router.policy import LeastLoadedScorer, PDDecider, Profile, PromptLengthDecider, RouteRequest, WeightedScorer
+from router.policies.base import RouteRequest, WorkerView
+from router.policies.pd_decider import PrefillCostDecider
+from router.policies.prefix_index import PrefixIndex
+from router.policies.profile import Observe, Profile
+from router.policies.profiles import decode_profile, prefill_profile
 from router.registry import WorkerRegistry
 from router.thinking import ThinkingLimit
 from splitmind.config import GatewayTuning
 from splitmind.errors import NoWorkerError, OverloadedError
 from splitmind.protocol import Role, Sampling
 
-
-def _load(worker: WorkerClient) -> int:
-    """Requests on a decode node: what this gateway has open there, or what the node reports
-    running and waiting (every gateway's, half a second old), whichever is more."""
-    s = worker.stats
-    return max(len(worker.streams), (s.num_running + s.num_waiting) if s is not None else 0)
+OnDecision = Callable[[str, str], None]  # (pool, reason)
 
 
 def sample_sampling(sampling: Sampling, index: int) -> Sampling:
@@ -33,48 +38,76 @@ def sample_sampling(sampling: Sampling, index: int) -> Sampling:
 
 class Orchestrator:
     def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
-                 decider: PDDecider | None = None, profile: Profile | None = None,
-                 on_fallback: Callable[[str], None] | None = None) -> None:
+                 on_fallback: Callable[[str], None] | None = None, on_decision: OnDecision | None = None,
+                 observe: Observe | None = None) -> None:
         self.registry = registry
         self.tuning = tuning
         self.on_fallback = on_fallback
-        self.decider = decider or PromptLengthDecider(tuning.min_disagg_prompt_tokens)
-        self.profile = profile or Profile([WeightedScorer(LeastLoadedScorer())])
+        self.on_decision = on_decision
+        # What the gateway sent where: a guess at each node's prefix cache, forgotten for a node
+        # that dropped out (it may come back restarted, its cache empty).
+        self.indexes = {Role.DECODE: PrefixIndex(), Role.PREFILL: PrefixIndex()}
+        self.decode_profile: Profile = decode_profile(tuning.decode_policy, tuning.max_streams_per_decode,
+                                                      self.indexes[Role.DECODE], observe)
+        self.prefill_profile: Profile = prefill_profile(tuning.prefill_policy, self.indexes[Role.PREFILL],
+                                                        tuning.prefix_load_bound, observe)
+        self.decider = PrefillCostDecider(tuning.min_disagg_prompt_tokens, tuning.max_prefill_queue_tokens,
+                                          self.indexes[Role.DECODE])
+        registry.on_leave.append(self._forget)
+
+    def _forget(self, worker_id: str, role: Role) -> None:
+        self.indexes[role].forget(worker_id)
+
+    def _decided(self, pool: str, reason: str) -> None:
+        if self.on_decision is not None:
+            self.on_decision(pool, reason)
+
+    def _pick(self, profile: Profile, pool: str, req: RouteRequest, clients: list[WorkerClient],
+              views: list[WorkerView] | None = None, filtered: bool = True) -> WorkerClient | None:
+        """`filtered=False`: a fallback after the workers tried failed. It skips the filters: the
+        request was admitted, and a stream half-sent is finished on a full node rather than cut."""
+        decision = profile.pick(req, views if views is not None else [c.view() for c in clients], filtered=filtered)
+        self._decided(pool, decision.reason)
+        if decision.worker is None:
+            return None
+        return next(c for c in clients if c.worker_id == decision.worker.worker_id)
 
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
              route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:
-        req = RouteRequest(request_id, len(prompt_token_ids))
+        req = RouteRequest(request_id, prompt_token_ids, n)
         healthy = self.registry.healthy(Role.DECODE)
         if not healthy:
+            self._decided("decode", "no_worker")
             raise NoWorkerError("no healthy decode worker")
-        limit = self.tuning.max_streams_per_decode
-        room = [w for w in healthy if not limit or _load(w) + n <= limit]
-        if not room:
-            raise OverloadedError(f"every decode worker is full ({limit} open requests each); try again shortly")
-        decode = self.profile.pick(req, room)
+        decode = self._pick(self.decode_profile, "decode", req, healthy)
         if decode is None:
-            raise NoWorkerError("no healthy decode worker")
+            limit = self.tuning.max_streams_per_decode
+            raise OverloadedError(f"every decode worker is full ({limit} open requests each); try again shortly")
         prefill = None
         prefills = self.registry.healthy(Role.PREFILL)
+        prefill_views = [w.view() for w in prefills]  # one snapshot for the decider and the profile
         if route_override == ROUTE_COLOCATED:
             want, reason = False, "override"
         elif route_override == ROUTE_DISAGGREGATED:
             want, reason = True, "override"
-        elif not prefills:
-            want, reason = False, "no_prefill_worker"
         else:
-            want, reason = self.decider.should_disaggregate(req)
+            want, reason = self.decider.decide(req, decode.view(), prefill_views)
         if want:
-            prefill = self.profile.pick(req, prefills)
+            prefill = self._pick(self.prefill_profile, "prefill", req, prefills, prefill_views)
             if prefill is None:
                 if route_override == ROUTE_DISAGGREGATED:
                     raise NoWorkerError("no healthy prefill worker")
                 reason = "no_prefill_worker"
+        self._decided("pd", reason)
         route = ROUTE_DISAGGREGATED if prefill is not None else ROUTE_COLOCATED
 
         def next_worker(role: Role) -> Callable[[frozenset[str]], WorkerClient | None]:
+            profile, pool = ((self.prefill_profile, "prefill") if role == Role.PREFILL
+                             else (self.decode_profile, "decode"))
+
             def pick(tried: frozenset[str]) -> WorkerClient | None:
-                return self.profile.pick(req, [w for w in self.registry.healthy(role) if w.worker_id not in tried])
+                left = [w for w in self.registry.healthy(role) if w.worker_id not in tried]
+                return self._pick(profile, pool, req, left, filtered=False)
             return pick
 
         first = Generation(request_id if n == 1 else f"{request_id}-0", prompt_token_ids, sampling, decode, prefill,

@@ -9,7 +9,9 @@ any token exists); `Generation.stream()` runs the phases:
    never recomputes the first token; or, colocated, the prompt alone.
 
 Leaving `stream()` early (client gone, timeout, error) aborts the request on every worker that
-still holds it, in `finally`, and re-raises: cancellation is never swallowed.
+still holds it, in `finally`, and re-raises: cancellation is never swallowed. A prefill's KV that
+no decode request claimed (the client left between the phases, or the first token was the last)
+is released at once through the decode node (`protocol.ReleaseKV`), not at the lease's end.
 
 A prefill that fails (the node died, went silent, or answered a 5xx) has sent the client nothing,
 so it is safe to redo: on the next healthy prefill node, or, with none left, on the decode node
@@ -89,6 +91,7 @@ class Generation:
     on_fallback: Callable[[str], None] | None = None  # counts each fallback, by reason
     fallbacks: list[str] = field(default_factory=list)  # prefill_retry, prefill_local, decode_retry, decode_migrate
     served: list[tuple[str, str]] = field(default_factory=list)  # (phase, worker) that did work, in order
+    unclaimed_kv: KVTransferParams | None = None  # a prefill's KV no decode request has asked for yet
 
     @property
     def prefill_name(self) -> str:
@@ -107,7 +110,7 @@ class Generation:
             kv = None
             first = await self._prefill_or_fall_back(open_streams) if self.prefill is not None else None
             if first is not None:
-                kv = first.kv_transfer
+                kv = self.unclaimed_kv = first.kv_transfer
                 first, forced = _guarded(guard, first)
                 generated += first.token_ids
                 done = forced is None and (first.finish_reason == FinishReason.STOP
@@ -126,7 +129,7 @@ class Generation:
                         return
                     forced = None
                 dstream = await self._open_decode(segment, generated, kv, open_streams)
-                kv = None
+                kv = self.unclaimed_kv = None  # the decode node has it: its abort frees the prefill's KV
                 try:
                     async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
                         delta, forced = _guarded(guard, delta)
@@ -148,6 +151,8 @@ class Generation:
             if self.kv_on_decode is not None:
                 self.kv_on_decode.set()  # never leave the other samples waiting
             await self._release(open_streams)
+            if self.unclaimed_kv is not None:  # client gone before decode, or the first token was the last
+                await self._release_kv(self.unclaimed_kv)
 
     async def _prefill_or_fall_back(self, open_streams: list[tuple[WorkerClient, RequestStream]]
                                     ) -> TokenDelta | None:
@@ -212,11 +217,13 @@ class Generation:
 
     async def _decode_deltas(self, dstream: RequestStream, *, first_segment: bool) -> AsyncGenerator[TokenDelta, None]:
         timeout = self.tuning.first_token_timeout_s
+        phase = "first decode token (KV transfer and first decode step; gateway.first_token_timeout_s)"
         while True:
-            delta = await dstream.next(timeout)
+            delta = await dstream.next(timeout, phase)
             if first_segment and self.timings.decode_first_s is None:
                 self.timings.decode_first_s = time.perf_counter() - self.timings.decode_sent_at
             timeout = self.tuning.stream_idle_timeout_s
+            phase = "next token (gateway.stream_idle_timeout_s)"
             if self.kv_on_decode is not None:
                 self.kv_on_decode.set()
             yield delta
@@ -241,13 +248,21 @@ class Generation:
         deadline = sent + self.tuning.prefill_timeout_s
         merged: TokenDelta | None = None
         while True:
-            delta = await pstream.next(max(0.001, deadline - time.perf_counter()))
+            delta = await pstream.next(max(0.001, deadline - time.perf_counter()),
+                                       "prefill (first token and KV; gateway.prefill_timeout_s)")
             merged = delta if merged is None else merge_deltas(merged, delta)
             if delta.finish_reason is not None:
                 break
         self.timings.prefill_s = time.perf_counter() - sent
         self.served.append(("prefill", self.prefill.worker_id))
         return merged
+
+    async def _release_kv(self, kv: KVTransferParams) -> None:
+        self.unclaimed_kv = None
+        logger.info("request %s: prefill KV never pulled; releasing it through %s", self.request_id,
+                    self.decode.worker_id)
+        with contextlib.suppress(Exception):  # shielded, as aborts are; the lease frees it in the end
+            await asyncio.shield(self.decode.release_kv(self.request_id, kv))
 
     async def _release(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> None:
         for worker, stream in open_streams:

@@ -86,6 +86,28 @@ class WorkerAddress:
 
 
 @dataclass(frozen=True)
+class WorkerDNS:
+    """Workers behind one DNS name (a Kubernetes headless Service): every address the name
+    resolves to is one worker of `role`, serving at the same two ports (router/discovery.py)."""
+
+    role: Role
+    name: str
+    rpc_port: int
+    stats_port: int
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 253:
+            raise ValueError("a worker DNS name must have 1 to 253 characters")
+        for port in (self.rpc_port, self.stats_port):
+            if not 0 < port < 65536:
+                raise ValueError(f"worker DNS {self.name}: port out of range: {port}")
+
+
+DECODE_POLICIES = ("least-tokens", "least-requests", "round-robin")  # router/policies/profiles.py
+PREFILL_POLICIES = ("prefix-affinity", "least-tokens", "round-robin")
+
+
+@dataclass(frozen=True)
 class GatewayTuning:
     """Gateway timeouts and routing knobs."""
 
@@ -99,6 +121,16 @@ class GatewayTuning:
     # the node reports from every gateway) before it counts as full; with every decode node
     # full, new requests get a 429 with Retry-After. 0: no limit.
     max_streams_per_decode: int = 0
+    # Routing profiles (router/policies/profiles.py) and their knobs.
+    decode_policy: str = "least-tokens"
+    prefill_policy: str = "prefix-affinity"
+    prefix_load_bound: float = 1.25  # a prefix's node may carry this x the pool's mean tokens in flight
+    max_prefill_queue_tokens: int = 0  # prefill locally when every prefill node has more queued; 0: never
+    resolve_interval_s: float = 5.0  # how often DNS-discovered workers are looked up again
+    # Circuit breakers (router/breaker.py): a worker failing this many requests in a row is taken
+    # out for `breaker_cooldown_s` (doubling while its probes fail); 0: never.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
     allow_route_override: bool = False  # honour the x-splitmind-route header (tests, benchmarks)
     reasoning: str = "visible"  # "hidden": no response ever carries reasoning text, whatever the request asks
     # The edge (api/edge.py, api/auth.py, api/limits.py): what one request may cost the gateway.
@@ -115,16 +147,27 @@ class GatewayTuning:
     key_max_concurrent: int = 0  # requests (streams included) in flight per key; 0: no limit
 
     def __post_init__(self) -> None:
+        if self.decode_policy not in DECODE_POLICIES:
+            raise ValueError(f"gateway.decode_policy must be one of {', '.join(DECODE_POLICIES)}, "
+                             f"not {self.decode_policy!r}")
+        if self.prefill_policy not in PREFILL_POLICIES:
+            raise ValueError(f"gateway.prefill_policy must be one of {', '.join(PREFILL_POLICIES)}, "
+                             f"not {self.prefill_policy!r}")
+        if not 1.0 <= self.prefix_load_bound <= 100.0:
+            raise ValueError(f"gateway.prefix_load_bound must be between 1 and 100, not {self.prefix_load_bound}")
+        if self.max_prefill_queue_tokens < 0:
+            raise ValueError("gateway.max_prefill_queue_tokens must be >= 0")
         if self.reasoning not in ("visible", "hidden"):
             raise ValueError(f"gateway.reasoning must be visible or hidden, not {self.reasoning!r}")
         if self.metrics_access not in ("open", "api_key", "admin_key"):
             raise ValueError(f"gateway.metrics_access must be open, api_key or admin_key, not {self.metrics_access!r}")
         for name in ("connect_timeout_s", "prefill_timeout_s", "first_token_timeout_s",
-                     "stream_idle_timeout_s", "heartbeat_timeout_s", "prepare_timeout_s", "send_timeout_s",
+                     "stream_idle_timeout_s", "heartbeat_timeout_s", "resolve_interval_s", "prepare_timeout_s",
+                     "send_timeout_s",
                      "max_body_bytes", "max_prompt_chars", "prepare_threads", "key_burst"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"gateway.{name} must be positive")
-        for name in ("drain_s", "key_requests_per_s", "key_max_concurrent"):
+        for name in ("drain_s", "key_requests_per_s", "key_max_concurrent", "breaker_failures", "breaker_cooldown_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"gateway.{name} must be >= 0")
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists
@@ -145,10 +188,12 @@ class GatewayConfig:
     tuning: GatewayTuning = field(default_factory=GatewayTuning)
     reasoning_profile: dict[str, Any] = field(default_factory=dict)  # overrides of the model's profile
     keys_dir: str = ""  # CURVE keys (splitmind/curve.py): gateway.key_secret, node.key; "": plain TCP
+    discover: tuple[WorkerDNS, ...] = ()  # workers found (and re-found) through DNS, besides `workers`
 
     def __post_init__(self) -> None:
-        if not any(w.role == Role.DECODE for w in self.workers):
-            raise ValueError("the gateway needs at least one decode worker")
+        if not any(w.role == Role.DECODE for w in self.workers) and not any(
+                d.role == Role.DECODE for d in self.discover):
+            raise ValueError("the gateway needs at least one decode worker (in workers or discover)")
         if self.keys_dir:
             curve.load_client_keys(self.keys_dir)  # raises ValueError naming the missing file
 

@@ -14,7 +14,7 @@ import enum
 
 import msgspec
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: ReleaseKV
 
 MAX_LOGPROBS = 20  # most alternatives per token a request may ask for (OpenAI's top_logprobs limit)
 
@@ -102,6 +102,15 @@ class AbortRequest(msgspec.Struct, tag="abort", frozen=True):
     request_id: str
 
 
+class ReleaseKV(msgspec.Struct, tag="release_kv", frozen=True):
+    """To a decode node: the prompt KV a prefill node holds for `kv_transfer` will never be
+    pulled (the client left between prefill and decode, or the first token ended the request);
+    tell the prefill node to free it now rather than at its lease's end."""
+
+    request_id: str
+    kv_transfer: KVTransferParams
+
+
 class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
     request_id: str
     worker_id: str
@@ -168,6 +177,7 @@ class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     num_running: int = 0
     num_waiting: int = 0
     kv_usage: float = 0.0
+    tokens_in_flight: int = 0  # prompt + generated tokens of the requests open on the node
     remote_kv_tokens_total: int = 0
     kv_transfers_total: int = 0
     kv_transfer_bytes_total: int = 0
@@ -179,10 +189,11 @@ class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     prompt_tokens_computed_total: int = 0  # prefilled on this node (not cached, not received)
     prompt_tokens_local_cache_total: int = 0  # served by its prefix cache
     requests_total: int = 0  # engine requests started
+    kv_releases_total: int = 0  # ReleaseKV messages passed on to a prefill node (decode nodes)
     restarts: int = 0  # how often `splitmind up` restarted this node
 
 
-ToNode = HealthRequest | GenerateRequest | AbortRequest
+ToNode = HealthRequest | GenerateRequest | AbortRequest | ReleaseKV
 FromNode = HealthReply | TokenDelta | ErrorReply
 
 encoder = msgspec.msgpack.Encoder()

@@ -35,6 +35,7 @@ class EngineCounters:
         self.prompt_tokens_local_cache_total = 0  # served by this engine's prefix cache
         self.generation_tokens_total = 0
         self.requests_total = 0  # engine requests started (counted by the node runtime)
+        self.refreshes_pending = 0  # kv_refresh.py requests whose one token is not traffic
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         if scheduler_stats is not None:
@@ -53,11 +54,17 @@ class EngineCounters:
             self.kv_transfers_total += len(transfers.durations_s)
             self.kv_transfer_bytes_total += transfers.num_bytes
         if iteration_stats is not None:
-            self.prompt_tokens_total += int(getattr(iteration_stats, "num_prompt_tokens", 0))
-            self.generation_tokens_total += int(getattr(iteration_stats, "num_generation_tokens", 0))
+            prompt_tokens = int(getattr(iteration_stats, "num_prompt_tokens", 0))
+            generated = int(getattr(iteration_stats, "num_generation_tokens", 0))
+            # A KV refresh (kv_refresh.py) is one prompt token and one generated token, computed:
+            # the engine's step, not a client's traffic.
+            refresh = 1 if self.refreshes_pending and prompt_tokens >= 1 and generated >= 1 else 0
+            self.refreshes_pending -= refresh
+            self.prompt_tokens_total += prompt_tokens - refresh
+            self.generation_tokens_total += generated - refresh
             prompt = getattr(iteration_stats, "prompt_token_stats", None)
             if prompt is not None:
-                self.prompt_tokens_computed_total += int(prompt.computed)
+                self.prompt_tokens_computed_total += int(prompt.computed) - refresh
                 self.prompt_tokens_local_cache_total += int(prompt.local_cache_hit)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import zmq
 
 from splitmind.config import NodeSpec
+from splitmind.node import kv_refresh
 from splitmind.node.counters import EngineCounters
 from splitmind.node.failures import EngineDied
 from splitmind.node.sampling import token_logprobs
@@ -37,10 +38,12 @@ from splitmind.protocol import (
     HealthReply,
     HealthRequest,
     NodeStats,
+    ReleaseKV,
     Role,
     TokenDelta,
     encoder,
     kv_params_from_vllm,
+    kv_params_to_vllm,
     to_node_decoder,
 )
 from splitmind.wire_guard import decode_frames
@@ -52,6 +55,8 @@ SEND_QUEUE_MESSAGES = 10_000  # per gateway, before the node waits for it to rea
 SEND_TIMEOUT_S = 60.0  # a gateway that reads nothing for this long has given up on its requests
 SEND_RETRY_S = 1.0
 ENGINE_CHECK_S = 0.5
+RELEASE_TIMEOUT_S = 10.0
+ABORT_DRAIN_S = 5.0  # an aborted prefill's task gets this long to read its last output
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
 
@@ -84,7 +89,13 @@ class NodeServer:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.replies: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends
         self.started: set[str] = set()  # requests that produced output (running, not waiting)
+        self.tokens: dict[str, int] = {}  # prompt + generated tokens per open request (load, for routing)
+        self.pulling: set[str] = set()  # decode requests with KV to pull
+        self.abort_at_first_output: set[str] = set()  # aborted while their KV was on the way
         self.seq = 0
+        self.kv_releases_total = 0
+        self.last_request_at = time.monotonic()
+        self.release_steps_until = 0.0  # step the idle engine until then (a ReleaseKV's notification)
         self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
         spec_config = engine.vllm_config.speculative_config
         self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
@@ -99,12 +110,38 @@ class NodeServer:
                 tg.create_task(self._stats_loop())
                 tg.create_task(self.sockets.watch())
                 tg.create_task(self._engine_watch())
+                tg.create_task(self._kv_refresh_loop())
         finally:
             for task in list(self.tasks.values()):
                 task.cancel()
             if self.tasks:
                 await asyncio.wait(list(self.tasks.values()), timeout=5)
             self.sockets.close()
+
+    async def _kv_refresh_loop(self) -> None:
+        """Steps an idle engine when a step is due (splitmind/node/kv_refresh.py): every
+        `STEP_S` for `RELEASE_STEPS_S` after a ReleaseKV, and every `STALE_S` while its last
+        report shows KV in use."""
+        last_refresh = 0.0
+        while True:
+            await asyncio.sleep(kv_refresh.STEP_S)
+            now = time.monotonic()
+            if self.tasks or now - self.last_request_at < kv_refresh.IDLE_S:
+                continue  # requests step the engine
+            releasing = now < self.release_steps_until
+            stale = self.counters.kv_usage > 0.0 and now - last_refresh >= kv_refresh.STALE_S
+            if not (releasing or stale):
+                continue
+            if stale and not releasing:
+                logger.info("idle, and the engine last reported %.4f%% of its KV in use: refreshing the report",
+                            100 * self.counters.kv_usage)
+            last_refresh = now
+            self.counters.refreshes_pending += 1
+            try:
+                await kv_refresh.refresh(self.engine)
+            except Exception as exc:  # an engine that died is _engine_watch's to report
+                self.counters.refreshes_pending = 0
+                logger.warning("engine step failed: %s: %s", type(exc).__name__, exc)
 
     async def _engine_watch(self) -> None:
         while True:  # vLLM offers no event for it; the flag is cheap to read
@@ -128,6 +165,8 @@ class NodeServer:
                 self._start(identity, msg)
             elif isinstance(msg, AbortRequest):
                 self._abort(msg.request_id)
+            elif isinstance(msg, ReleaseKV):
+                self._release_kv(msg)
             elif isinstance(msg, HealthRequest):
                 self._reply_health(identity, msg)
 
@@ -159,6 +198,10 @@ class NodeServer:
             return
         task = asyncio.create_task(self._generate(identity, req), name=f"generate-{req.request_id}")
         self.tasks[req.request_id] = task
+        self.tokens[req.request_id] = len(req.prompt_token_ids)
+        if req.kv_transfer is not None and self.handler.role == Role.DECODE:
+            self.pulling.add(req.request_id)
+        self.last_request_at = time.monotonic()
         # Forgotten when the task ends, however it ends: an abort that arrives right behind its
         # request cancels the task before its coroutine starts, and then no `finally` inside it
         # runs (bench/soak.py found 61 such requests counted as waiting forever after 10 min).
@@ -167,13 +210,97 @@ class NodeServer:
     def _forget(self, request_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(request_id) is task:
             del self.tasks[request_id]
+            self.tokens.pop(request_id, None)
+            self.pulling.discard(request_id)
+            self.abort_at_first_output.discard(request_id)
+        self.last_request_at = time.monotonic()
         self.started.discard(request_id)
+
+    def _release_kv(self, msg: ReleaseKV) -> None:
+        """Have the prefill node holding the KV free it now: vLLM's own path for a decode that
+        will never run (`AsyncLLM.notify_kv_transfer_request_rejected`, a pre-aborted request whose
+        connector notifies the prefill engine). Only decode nodes pull KV, so only they can."""
+        notify = getattr(self.engine, "notify_kv_transfer_request_rejected", None)
+        if self.handler.role != Role.DECODE or notify is None:
+            logger.warning("request %s: cannot release prefill KV here (role %s, vLLM support: %s)",
+                           msg.request_id, self.handler.role.name.lower(), notify is not None)
+            return
+        params = kv_params_to_vllm(msg.kv_transfer, do_remote_prefill=True, do_remote_decode=False)
+
+        async def release() -> None:
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                    await notify(f"release-{msg.request_id}", params)
+                # The engine's worker sends the notification at a later step (after its NIXL
+                # handshake with that prefill engine, the first time), and an idle engine does not
+                # step: the refresh loop steps it for a while, or the prefill node would hear of it
+                # only with the next client request here.
+                self.release_steps_until = time.monotonic() + kv_refresh.RELEASE_STEPS_S
+                self.kv_releases_total += 1
+                logger.info("request %s: prefill KV released (never pulled)", msg.request_id)
+            except Exception as exc:  # the lease frees it in the end
+                logger.warning("request %s: releasing prefill KV failed: %s", msg.request_id, exc)
+
+        task = asyncio.create_task(release())
+        self.replies.add(task)
+        task.add_done_callback(self.replies.discard)
 
     def _abort(self, request_id: str) -> None:
         task = self.tasks.get(request_id)
-        if task is not None:
-            logger.info("request %s: abort", request_id)
+        if task is None:
+            return
+        logger.info("request %s: abort", request_id)
+        # An aborted decode that was to pull KV tells the prefill engine to free it, through its
+        # worker at a later step: an idle engine must step (kv_refresh.py).
+        self.release_steps_until = time.monotonic() + kv_refresh.RELEASE_STEPS_S
+        if request_id in self.pulling and request_id not in self.started:
+            # A decode aborted before its KV arrived finishes the pull first: vLLM tells the
+            # prefill engine to free the KV when a read completes, but a request cancelled on
+            # its way into the engine never reads, and the KV waited out the lease (the storm in
+            # tests/e2e/test_kv_release.py, aborts 1-30 ms after the request). The first output
+            # ends it; the drain's timeout bounds the wait.
+            self.abort_at_first_output.add(request_id)
+            self._cancel_later(request_id, task)
+            return
+        abort = getattr(self.engine, "abort", None)
+        if self.handler.role != Role.PREFILL or abort is None:
             task.cancel()
+            return
+        # A prefill (one forward pass, max_tokens=1) is left to finish for up to ABORT_DRAIN_S, and
+        # its last output, with the address of the KV now leased, goes to the gateway, which has a
+        # decode node release it. Aborting it at once raced the engine: a prefill that finished
+        # as the abort arrived had its KV leased while vLLM's output processor, aborting, dropped
+        # the output that named it, and the KV waited out the 30 s lease (1 storm in 6 of
+        # tests/e2e/test_kv_release.py). One prefill's compute is the price of no stranded KV.
+
+        async def drain() -> None:
+            done, _ = await asyncio.wait({task}, timeout=ABORT_DRAIN_S)
+            if done:
+                return
+            try:  # queued behind others all that time: abort it (no longer racing a finish)
+                async with asyncio.timeout(ABORT_DRAIN_S):
+                    await abort(request_id)
+                    await asyncio.wait({task})
+            except Exception as exc:  # TimeoutError included: cancel it the plain way
+                logger.warning("request %s: engine abort did not end it (%s); cancelling", request_id,
+                               type(exc).__name__)
+                task.cancel()
+
+        drainer = asyncio.create_task(drain())
+        self.replies.add(drainer)
+        drainer.add_done_callback(self.replies.discard)
+
+    def _cancel_later(self, request_id: str, task: asyncio.Task[None]) -> None:
+        async def cancel() -> None:
+            await asyncio.wait({task}, timeout=ABORT_DRAIN_S)
+            if not task.done():
+                logger.warning("request %s: no first output %g s after its abort; cancelling", request_id,
+                               ABORT_DRAIN_S)
+                task.cancel()
+
+        canceller = asyncio.create_task(cancel())
+        self.replies.add(canceller)
+        canceller.add_done_callback(self.replies.discard)
 
     async def _generate(self, identity: bytes, req: GenerateRequest) -> None:
         from vllm.inputs import TokensPrompt
@@ -193,11 +320,15 @@ class NodeServer:
             async with contextlib.aclosing(self.engine.generate(prompt, params, rid)) as outputs:
                 async for out in outputs:
                     self.started.add(rid)
+                    if rid in self.abort_at_first_output:
+                        return  # aborted while its KV was on the way: pulled now, so end it
                     comp = out.outputs[0]
                     finish = _FINISH.get(comp.finish_reason or "") if out.finished else None
                     kv_params = out.kv_transfer_params if out.finished else None
                     kv = kv_params_from_vllm(kv_params) if kv_params else None
                     token_ids = list(comp.token_ids)
+                    if rid in self.tokens:
+                        self.tokens[rid] += len(token_ids)
                     logprobs = token_logprobs(token_ids, comp.logprobs, num_top) if num_top is not None else None
                     await self._send(identity, TokenDelta(
                         request_id=rid, token_ids=token_ids, finish_reason=finish, kv_transfer=kv,
@@ -242,6 +373,7 @@ class NodeServer:
         return NodeStats(
             worker_id=self.spec.worker_id, role=self.handler.role, pid=os.getpid(), seq=self.seq,
             num_running=running, num_waiting=len(self.tasks) - running, kv_usage=c.kv_usage,
+            tokens_in_flight=sum(self.tokens.values()),
             remote_kv_tokens_total=c.remote_kv_tokens_total, kv_transfers_total=c.kv_transfers_total,
             kv_transfer_bytes_total=c.kv_transfer_bytes_total, kv_transfer_seconds=c.kv_transfer_seconds,
             spec_draft_tokens_total=c.spec_draft_tokens_total,
@@ -249,7 +381,7 @@ class NodeServer:
             prompt_tokens_total=c.prompt_tokens_total, generation_tokens_total=c.generation_tokens_total,
             prompt_tokens_computed_total=c.prompt_tokens_computed_total,
             prompt_tokens_local_cache_total=c.prompt_tokens_local_cache_total, requests_total=c.requests_total,
-            restarts=self.spec.restarts,
+            restarts=self.spec.restarts, kv_releases_total=self.kv_releases_total,
         )
 
     async def _stats_loop(self) -> None:

@@ -241,3 +241,13 @@ def test_unknown_paths_and_methods_get_openai_errors(model_dir: Path) -> None:
         assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
         r = client.get("/nope")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_one_access_line_per_api_request_and_none_for_ops(keyed: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """api/access_log.py: a refused request is logged with its status and no route; ops are not."""
+    with caplog.at_level("INFO", logger="splitmind.access"):
+        keyed.post("/v1/chat/completions", json=CHAT, headers={"x-request-id": "access-1"})
+        keyed.get("/health")
+    lines = [r.getMessage() for r in caplog.records if r.name == "splitmind.access"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("access id=access-1 POST /v1/chat/completions status=401 route=- duration=")

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from splitmind.launcher import free_port
 
@@ -39,6 +41,15 @@ def settled(read: Callable[[], T], moved: Callable[[T], bool], timeout_s: float 
             return now
         last = now
         time.sleep(HEARTBEAT_WAIT_S)
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    """The sum of `name`'s samples on `url`/metrics whose labels include `labels`; None when the
+    gateway exports no such sample. Counters by their exposed name (`..._total`)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    found = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+             if s.name == name and labels.items() <= s.labels.items()]
+    return sum(found) if found else None
 
 
 def make_keys(keys_dir: Path) -> Path:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import random
-import re
 
 import httpx
 import pytest
 
-from tests.e2e.cluster import RunningCluster, settled
+from tests.e2e.cluster import RunningCluster, metric, settled
 from tests.e2e.conftest import client
 from tests.e2e.test_pd_identity import generate, settled_remote_kv_tokens
 
 
 def spec_counter(cluster: RunningCluster, name: str) -> int:
-    text = httpx.get(cluster.url + "/metrics").text
-    m = re.search(rf'^splitmind_spec_{name}_tokens_total\{{role="decode",worker="decode-0"\}} (\S+)$', text, re.M)
-    assert m, f"splitmind_spec_{name}_tokens_total missing"
-    return int(float(m.group(1)))
+    value = metric(cluster.url, f"splitmind_spec_{name}_tokens_total", worker="decode-0")
+    assert value is not None, f"splitmind_spec_{name}_tokens_total missing"
+    return int(value)
 
 
 def settled_spec_counters(cluster: RunningCluster, drafted_before: int) -> tuple[int, int]:

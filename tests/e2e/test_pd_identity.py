@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-import re
 
 import httpx
 import pytest
 
-from tests.e2e.cluster import RunningCluster, settled
+from tests.e2e.cluster import RunningCluster, metric, settled
 from tests.e2e.conftest import client
 
 # Around the CPU backend's 128-token KV block, and across several blocks.
@@ -16,10 +15,9 @@ PROMPT_LENGTHS = [3, 57, 127, 128, 129, 300, 700]
 
 
 def remote_kv_tokens(cluster: RunningCluster) -> int:
-    text = httpx.get(cluster.url + "/metrics").text
-    m = re.search(r'^splitmind_decode_remote_kv_tokens_total\{role="decode",worker="decode-0"\} (\S+)$', text, re.M)
-    assert m, "remote KV counter missing from /metrics"
-    return int(float(m.group(1)))
+    value = metric(cluster.url, "splitmind_decode_remote_kv_tokens_total", worker="decode-0")
+    assert value is not None, "remote KV counter missing from /metrics"
+    return int(value)
 
 
 def settled_remote_kv_tokens(cluster: RunningCluster) -> int:

@@ -19,7 +19,8 @@ from api.tokenization import ModelFrontend
 from models import BUNDLED_MODEL
 from models.tiny_reasoner.data import Problem, sample_problem
 from tests.e2e.cluster import RunningCluster
-from tests.e2e.conftest import BASE_CONFIG, client, running
+from tests.e2e.conftest import client
+from tests.e2e.gateway import Gateway
 from tests.e2e.test_sampling import readme_examples, run_example
 
 MODEL = "tiny-reasoner"
@@ -211,14 +212,17 @@ def test_invalid_controls_get_a_400_naming_the_field(reasoner_cluster: RunningCl
 
 
 @pytest.fixture(scope="module")
-def hidden_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """The bundled reasoner colocated, with the server hiding reasoning from everyone."""
-    config = BASE_CONFIG.replace("[gateway]\n", '[gateway]\nreasoning = "hidden"\n')
-    yield from running(BUNDLED_MODEL, tmp_path_factory.mktemp("clusters") / "hidden", prefill=0, config=config)
+def hidden_cluster(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A second gateway in front of the bundled reasoner's nodes that hides reasoning from
+    everyone (a whole cluster of its own cost a minute of the suite for one gateway setting)."""
+    gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("hidden") / "gateway.log", {}, model=BUNDLED_MODEL,
+                      served_model_name=MODEL, reasoning="hidden")
+    yield gateway
+    gateway.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_hidden_server_never_shows_reasoning(hidden_cluster: RunningCluster, stream: bool) -> None:
+def test_a_hidden_server_never_shows_reasoning(hidden_cluster: Gateway, stream: bool) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 4821+379?"}], "temperature": 0,
             "include_reasoning": True, "stream": stream}
     r = httpx.post(hidden_cluster.url + "/v1/chat/completions", json=body, timeout=120)

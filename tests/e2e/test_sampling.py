@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from models.tiny_reasoner.data import Problem, sample_problem
-from tests.e2e.cluster import ROOT, RunningCluster, settled
+from tests.e2e.cluster import ROOT, RunningCluster, metric, settled
 from tests.e2e.conftest import client
 from tests.e2e.test_mtp import settled_spec_counters, spec_counter
 
@@ -83,11 +83,9 @@ def test_sampled_answers_are_right_and_drafts_accepted(reasoner_cluster: Running
 
 
 def node_counter(cluster: RunningCluster, name: str, worker: str, source: str | None = None) -> float:
-    text = httpx.get(cluster.url + "/metrics").text
-    labels = f'role="{worker.split("-")[0]}",' + (f'source="{source}",' if source else "") + f'worker="{worker}"'
-    m = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    assert m, f"{name}{{{labels}}} missing from /metrics"
-    return float(m.group(1))
+    value = metric(cluster.url, name, worker=worker, **({"source": source} if source else {}))
+    assert value is not None, f"{name} of {worker} missing from /metrics"
+    return value
 
 
 def prefill_and_transfer(cluster: RunningCluster) -> tuple[float, float, float]:

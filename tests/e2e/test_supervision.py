@@ -21,7 +21,7 @@ import pytest
 
 from models.test_checkpoints import CheckpointSpec, build_checkpoint
 from splitmind.launcher import free_port
-from tests.e2e.cluster import ROOT, SPLITMIND, RunningCluster
+from tests.e2e.cluster import ROOT, SPLITMIND, RunningCluster, metric
 from tests.e2e.conftest import BASE_CONFIG, client, running
 
 
@@ -77,11 +77,8 @@ def _node(cluster: RunningCluster, worker_id: str) -> dict[str, object]:
     return dict(node)
 
 
-def _metric(cluster: RunningCluster, name: str) -> float:
-    for line in httpx.get(cluster.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def fallbacks(cluster: RunningCluster, reason: str) -> float:
+    return metric(cluster.url, "splitmind_router_fallbacks_total", reason=reason) or 0.0
 
 
 def _wait_ready(cluster: RunningCluster, worker_id: str, replacing: object = None, limit_s: float = 240
@@ -106,8 +103,7 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
     re-prefilled there), and `splitmind up` restarts the node, which rejoins."""
     body = {"model": "model", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 600,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-    migrated = 'splitmind_router_fallbacks_total{reason="decode_migrate"}'
-    counted = _metric(supervised, migrated)
+    counted = fallbacks(supervised, "decode_migrate")
     text: list[str] = []
     usage, report, errors = None, None, []
     with httpx.stream("POST", supervised.url + "/v1/chat/completions", json=body, timeout=120) as r:
@@ -141,11 +137,11 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
     assert report["served_by"]["decode"][0] == victim["id"] and len(report["served_by"]["decode"]) == 2
     prefill, decode = (",".join(report["served_by"][phase]) or "none" for phase in ("prefill", "decode"))
     assert comments == [f": served-by prefill={prefill} decode={decode} fallbacks=decode_migrate"]  # for any client
-    assert _metric(supervised, migrated) == counted + 1
+    assert fallbacks(supervised, "decode_migrate") == counted + 1
     node.wait(30)  # the node left instead of answering errors
     after = _wait_ready(supervised, str(victim["id"]), replacing=victim["pid"])
     assert after["restarts"] == 1 and after["pid"] != victim["pid"]
-    assert _metric(supervised, f'splitmind_worker_restarts_total{{role="decode",worker="{victim["id"]}"}}') == 1
+    assert metric(supervised.url, "splitmind_worker_restarts_total", worker=str(victim["id"])) == 1
     up_log = (supervised.workdir / "up.log").read_text()
     assert f"{victim['id']} exited (code 3); restart 1 in 1 s" in up_log
     node_log = supervised.node_log(str(victim["id"]))  # appended on restart: the crash stays readable
@@ -157,8 +153,7 @@ def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(superv
     prefilled on their decode node instead, the client sees normal responses, the node's engine
     processes do not outlive it, and `splitmind up` restarts it."""
     before = _wait_ready(supervised, "prefill-0")
-    local = 'splitmind_router_fallbacks_total{reason="prefill_local"}'
-    counted = _metric(supervised, local)
+    counted = fallbacks(supervised, "prefill_local")
     node = psutil.Process(int(before["pid"]))  # type: ignore[call-overload]
     engine = node.children(recursive=True)
     assert engine, "the node runs vLLM's engine in child processes"
@@ -174,7 +169,7 @@ def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(superv
     # The stream waited out the dead node's heartbeat before its first token; by then the gateway
     # had taken the node out, so this one was planned colocated: either way, no prefill node served.
     assert whole.model_extra["splitmind"]["served_by"]["prefill"] == []  # type: ignore[index]
-    assert _metric(supervised, local) >= counted + 1
+    assert fallbacks(supervised, "prefill_local") >= counted + 1
     assert psutil.wait_procs(engine, timeout=15)[1] == []  # the engine died with its node
     # `splitmind up` restarts it (the decode test above waits for a restarted node to rejoin).
     t0 = time.monotonic()

@@ -28,7 +28,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 TEMPERATURES = (0.7, 1.0, 1.5)
 FIRST_TOKEN_DRAWS = 3000
 SECOND_TOKEN_DRAWS = 5000
-ACCURACY_PROBLEMS = 120
+ACCURACY_PROBLEMS = 80
 
 
 # -- the expand kernel -------------------------------------------------------------------------
@@ -151,8 +151,33 @@ def coarse_tvd(draws: list[int], reference: torch.Tensor) -> float:
     return 0.5 * float((counts / len(draws) - expected).abs().sum())
 
 
+def accuracy_problems() -> list[Problem]:
+    rng = random.Random(20261201)
+    return [sample_problem(rng) for _ in range(ACCURACY_PROBLEMS)]
+
+
+def accuracy_requests(problems: list[Problem]) -> list[dict[str, Any]]:
+    from api.tokenization import ModelFrontend
+
+    fe = ModelFrontend(str(BUNDLED_MODEL))
+    prompts = [fe.encode(fe.render_chat([{"role": "user", "content": p.question}], {})) for p in problems]
+    return [{"prompt": ids, "n": 1, "temperature": 1.0, "max_tokens": 1500, "stop_token_ids": fe.stop_token_ids}
+            for ids in prompts]
+
+
+def right_fraction(samples: list[list[int]], problems: list[Problem]) -> float:
+    from api.tokenization import ModelFrontend
+
+    fe = ModelFrontend(str(BUNDLED_MODEL))
+    answers = [fe.hf.decode(s[0], skip_special_tokens=True) for s in samples]
+    right = [a.rstrip().endswith(f"The answer is {p.answer}.") for a, p in zip(answers, problems, strict=True)]
+    return sum(right) / len(right)
+
+
 @pytest.fixture(scope="module")
 def draws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One engine with MTP on (a start costs half a minute on 2 cores) for every MTP-on draw: the
+    frequency tests' and the accuracy test's."""
     ref = Reference()
     spread, certain, first_token = ref.find_prompts()
     requests = []
@@ -161,9 +186,12 @@ def draws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                          "ignore_eos": True})
         requests.append({"prompt": certain, "n": SECOND_TOKEN_DRAWS, "temperature": t, "max_tokens": 2,
                          "ignore_eos": True})
+    frequency_requests = len(requests)
+    requests += accuracy_requests(accuracy_problems())
     out = run_probe(tmp_path_factory.mktemp("probe"), "mtp", {"model": str(BUNDLED_MODEL), "mtp_tokens": 1,
                                                              "requests": requests})
-    return {"ref": ref, "spread": spread, "certain": certain, "first_token": first_token, "out": out}
+    return {"ref": ref, "spread": spread, "certain": certain, "first_token": first_token, "out": out,
+            "accuracy_on": out["samples"][frequency_requests:]}
 
 
 @pytest.mark.parametrize("temperature", TEMPERATURES)
@@ -193,25 +221,15 @@ def test_mtp_verified_token_frequencies_match_softmax_over_temperature(draws: di
     assert tvd < 0.03
 
 
-def accuracy(tmp: Path, name: str, mtp_tokens: int, problems: list[Problem]) -> float:
-    from api.tokenization import ModelFrontend
-
-    fe = ModelFrontend(str(BUNDLED_MODEL))
-    prompts = [fe.encode(fe.render_chat([{"role": "user", "content": p.question}], {})) for p in problems]
-    requests = [{"prompt": ids, "n": 1, "temperature": 1.0, "max_tokens": 1500,
-                 "stop_token_ids": fe.stop_token_ids} for ids in prompts]
-    out = run_probe(tmp, name, {"model": str(BUNDLED_MODEL), "mtp_tokens": mtp_tokens, "requests": requests})
-    answers = [fe.hf.decode(s[0], skip_special_tokens=True) for s in out["samples"]]
-    right = [a.rstrip().endswith(f"The answer is {p.answer}.") for a, p in zip(answers, problems, strict=True)]
-    return sum(right) / len(right)
-
-
-def test_mtp_on_samples_as_accurately_as_mtp_off(tmp_path: Path) -> None:
+def test_mtp_on_samples_as_accurately_as_mtp_off(draws: dict[str, Any], tmp_path: Path) -> None:
     """Same problems at temperature 1.0 (the OpenAI default) with and without MTP. The model
-    answers about 98% right either way; a broken sampler answers none."""
-    rng = random.Random(20261201)
-    problems = [sample_problem(rng) for _ in range(ACCURACY_PROBLEMS)]
-    on, off = accuracy(tmp_path, "on", 1, problems), accuracy(tmp_path, "off", 0, problems)
+    answers about 98% right either way; a broken sampler answers none. (80 problems: the
+    difference of two 98% rates has a standard deviation of about 0.022; the bound is 3.6 of them.)"""
+    problems = accuracy_problems()
+    on = right_fraction(draws["accuracy_on"], problems)
+    off_run = run_probe(tmp_path, "off", {"model": str(BUNDLED_MODEL), "mtp_tokens": 0,
+                                          "requests": accuracy_requests(problems)})
+    off = right_fraction(off_run["samples"], problems)
     print(f"T=1.0, {len(problems)} problems: MTP on {on:.3f}, MTP off {off:.3f}")
     assert off > 0.9, f"MTP off: {off:.3f}"
-    assert abs(on - off) <= 0.06, f"MTP on {on:.3f} vs off {off:.3f}"
+    assert abs(on - off) <= 0.08, f"MTP on {on:.3f} vs off {off:.3f}"

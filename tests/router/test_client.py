@@ -31,9 +31,10 @@ def test_errors_become_types(code: ErrorCode, exc: type[Exception]) -> None:
         asyncio.run(run())
 
 
-def test_silence_times_out() -> None:
-    with pytest.raises(WorkerTimeoutError):
-        asyncio.run(RequestStream("r", "w").next(0.05))
+def test_silence_times_out_naming_the_phase() -> None:
+    with pytest.raises(WorkerTimeoutError, match=r"worker w: no next token \(gateway.stream_idle_timeout_s\) "
+                                                 r"for request r in 0.05s"):
+        asyncio.run(RequestStream("r", "w").next(0.05, "next token (gateway.stream_idle_timeout_s)"))
 
 
 def test_a_node_streaming_tokens_is_alive_though_its_heartbeat_is_late() -> None:
@@ -82,3 +83,42 @@ def test_a_node_streaming_tokens_is_alive_though_its_heartbeat_is_late() -> None
 
     healthy = asyncio.run(run())
     assert healthy[:-1] == [True] * 8 and healthy[-1] is False
+
+
+def test_tokens_in_flight_follow_open_tokens_release_and_abort() -> None:
+    """The gateway's own load on a worker (router/policies/least_tokens.py): prompt tokens on open,
+    generated tokens as they arrive, all of a request's tokens gone when it is released or aborted."""
+    import zmq
+    import zmq.asyncio
+
+    from router.client import WorkerClient
+    from splitmind.config import WorkerAddress
+    from splitmind.protocol import GenerateRequest, Role, Sampling
+
+    async def run() -> list[int]:
+        ctx = zmq.asyncio.Context()
+        node = ctx.socket(zmq.ROUTER)
+        port = node.bind_to_random_port("tcp://127.0.0.1")
+        worker = WorkerClient(WorkerAddress("d0", Role.DECODE, f"tcp://127.0.0.1:{port}", "tcp://127.0.0.1:9"), ctx)
+        worker.dealer.connect(worker.address.rpc_address)  # sends need a peer; nothing else runs
+        seen = []
+        try:
+            a = await worker.open(GenerateRequest("a", [1] * 10, Sampling(max_tokens=5)))
+            await worker.open(GenerateRequest("b", [1] * 7, Sampling(max_tokens=5)))
+            seen.append(worker.view().tokens_in_flight)
+            a.push(TokenDelta("a", [4, 5]))
+            seen.append(worker.view().tokens_in_flight)
+            worker.release(a)
+            seen.append(worker.view().tokens_in_flight)
+            await worker.abort("b")
+            seen.append(worker.view().tokens_in_flight)
+            worker.release(a)  # twice: nothing more to take away
+            seen.append(worker.view().requests)
+        finally:
+            node.close(0)
+            worker.dealer.close()
+            worker.sub.close()
+            ctx.term()
+        return seen
+
+    assert asyncio.run(run()) == [17, 19, 7, 0, 0]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from router.client import RequestStream, view_of
 from router.orchestrator import Orchestrator
+from router.policies.base import WorkerView
 from splitmind.config import GatewayTuning
 from splitmind.errors import NoWorkerError, OverloadedError
 from splitmind.protocol import NodeStats, Role, Sampling
@@ -15,13 +17,17 @@ class Worker:
     def __init__(self, worker_id: str, open_here: int, running: int, waiting: int) -> None:
         self.worker_id = worker_id
         self.role = Role.DECODE
-        self.streams = {f"s{i}": None for i in range(open_here)}
+        self.streams = {f"s{i}": RequestStream(f"s{i}", worker_id) for i in range(open_here)}
         self.stats = NodeStats(worker_id, Role.DECODE, 1, 1, num_running=running, num_waiting=waiting)
+
+    def view(self) -> WorkerView:
+        return view_of(self.worker_id, self.role, len(self.streams), 0, self.stats)
 
 
 class Registry:
     def __init__(self, decode: list[Worker]) -> None:
         self.decode = decode
+        self.on_leave: list[object] = []
 
     def healthy(self, role: Role) -> list[Worker]:
         return self.decode if role == Role.DECODE else []

@@ -45,15 +45,16 @@ class Handler:
 
 class NodeThread:
     def __init__(self, keys_dir: str = "", engine: Any = None, kernel_buffer_bytes: int = 0,
-                 queue_messages: int = 0) -> None:
+                 queue_messages: int = 0, host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> None:
         """`kernel_buffer_bytes` and `queue_messages` (0: the defaults) shrink the node's send
-        side and the gateway's receive side, so that a test can fill them within a second."""
-        host = "127.0.0.1"
+        side and the gateway's receive side, so that a test can fill them within a second.
+        `host` and `ports` (request, stats): where it listens (free ports by default)."""
         self.engine = engine or ThreeTokenEngine()
         self.kernel_buffer_bytes = kernel_buffer_bytes
         self.queue_messages = queue_messages
-        self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{free_port(host)}",
-                             f"tcp://{host}:{free_port(host)}", host, free_port(host), keys_dir=keys_dir)
+        rpc, stats = ports or (free_port(host), free_port(host))
+        self.spec = NodeSpec("decode-0", Role.DECODE, "/m", EngineConfig(), f"tcp://{host}:{rpc}",
+                             f"tcp://{host}:{stats}", host, free_port(host), keys_dir=keys_dir)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
