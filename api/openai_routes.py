@@ -41,6 +41,7 @@ router = APIRouter()
 logger = logging.getLogger(__name__)
 PING_INTERVAL_S = 5
 DISCONNECT_POLL_S = 0.5
+CANCEL_WAIT_S = 10.0  # a cancelled step of a request gets this long to unwind (its aborts go out)
 T = TypeVar("T")
 
 
@@ -148,6 +149,10 @@ async def _watch(request: Request, work: Awaitable[T]) -> T:
     finally:
         if not task.done():
             task.cancel()
+            # Until it has unwound: the caller closes the generator `work` was running next, and
+            # closing one still running raised RuntimeError, a 500 logged as an unhandled error
+            # (test_fuzz's clients that left before the first token).
+            await asyncio.wait([task], timeout=CANCEL_WAIT_S)
 
 
 def _deployment(st: GatewayState) -> Deployment:

@@ -122,16 +122,17 @@ class RequestStream:
         return delta
 
 
-def view_of(worker_id: str, role: Role, own: int, own_tokens: int, stats: NodeStats | None) -> WorkerView:
+def view_of(worker_id: str, role: Role, own: int, own_tokens: int, stats: NodeStats | None,
+            prefix_caching: bool = False) -> WorkerView:
     """A snapshot for routing: this gateway's own open streams (fresh) or the node's report
     (every gateway's, one heartbeat old), whichever says more."""
     if stats is None:
-        return WorkerView(worker_id, role, own, 0, own_tokens)
+        return WorkerView(worker_id, role, own, 0, own_tokens, prefix_caching=prefix_caching)
     requests = stats.num_running + stats.num_waiting
     tokens = stats.tokens_in_flight
     # conditionals, not max(): a snapshot of a thousand workers is on every request's path
     return WorkerView(worker_id, role, own if own > requests else requests, stats.num_waiting,
-                      own_tokens if own_tokens > tokens else tokens, stats.kv_usage)
+                      own_tokens if own_tokens > tokens else tokens, stats.kv_usage, prefix_caching)
 
 
 class WorkerClient:
@@ -181,7 +182,8 @@ class WorkerClient:
         self.sub.close()
 
     def view(self) -> WorkerView:
-        return view_of(self.worker_id, self.role, len(self.streams), self.load.tokens, self.stats)
+        return view_of(self.worker_id, self.role, len(self.streams), self.load.tokens, self.stats,
+                       self.info is not None and self.info.prefix_caching)
 
     def is_healthy(self, heartbeat_timeout_s: float) -> bool:
         return (self.info is not None and self.last_seen_s is not None

@@ -47,8 +47,7 @@ class Orchestrator:
         # What the gateway sent where: a guess at each node's prefix cache, forgotten for a node
         # that dropped out (it may come back restarted, its cache empty).
         self.indexes = {Role.DECODE: PrefixIndex(), Role.PREFILL: PrefixIndex()}
-        self.decode_profile: Profile = decode_profile(tuning.decode_policy, tuning.max_streams_per_decode,
-                                                      self.indexes[Role.DECODE], observe)
+        self.decode_profile: Profile = decode_profile(tuning.decode_policy, tuning.max_streams_per_decode, observe)
         self.prefill_profile: Profile = prefill_profile(tuning.prefill_policy, self.indexes[Role.PREFILL],
                                                         tuning.prefix_load_bound, observe)
         self.decider = PrefillCostDecider(tuning.min_disagg_prompt_tokens, tuning.max_prefill_queue_tokens,
@@ -92,6 +91,8 @@ class Orchestrator:
             want, reason = True, "override"
         else:
             want, reason = self.decider.decide(req, decode.view(), prefill_views)
+        # After the decision, which must see the decode node's cache as it was before this request.
+        self.indexes[Role.DECODE].record(req, decode.worker_id)
         if want:
             prefill = self._pick(self.prefill_profile, "prefill", req, prefills, prefill_views)
             if prefill is None:

@@ -120,6 +120,7 @@ class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
     model: str
     max_model_len: int
     mtp_tokens: int = 0  # speculative tokens per step; 0: MTP off
+    prefix_caching: bool = False  # its engine keeps prompts' KV for later requests (routing)
 
 
 class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):

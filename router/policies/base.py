@@ -26,6 +26,7 @@ class WorkerView(msgspec.Struct, frozen=True):
     waiting: int = 0  # queued on the node, not yet running
     tokens_in_flight: int = 0  # prompt + generated tokens of the requests open there
     kv_usage: float = 0.0  # 0-1
+    prefix_caching: bool = False  # the node's engine keeps prompts' KV for later requests
 
 
 class RouteRequest:

@@ -4,9 +4,10 @@ Prefill locally (reason in brackets) when
 - no prefill node is healthy (`no_prefill_worker`);
 - the prompt is shorter than `min_prompt_tokens` (`short_prompt`): shipping its KV costs more than
   computing it where it will be decoded;
-- the part of the prompt the decode node has not seen (its prefix, per the gateway's `PrefixIndex`)
-  is shorter than that (`cached_on_decode`): a follow-up turn of a conversation whose earlier turns
-  already sit in the decode node's prefix cache;
+- the part of the prompt the decode node has not seen (its prefix, per the gateway's `PrefixIndex`
+  of what it sent there before this request) is shorter than that (`cached_on_decode`): a
+  follow-up turn of a conversation whose earlier turns already sit in the decode node's prefix
+  cache; only for a node whose engine caches prefixes;
 - every prefill node already has more than `max_prefill_queue_tokens` tokens queued
   (`prefill_busy`): waiting behind them costs more than the interference the decode node's own
   prefill causes; 0 turns this off.
@@ -35,7 +36,7 @@ class PrefillCostDecider:
             return False, "no_prefill_worker"
         if req.num_prompt_tokens < self.min_prompt_tokens:
             return False, "short_prompt"
-        if self.decode_index is not None and req.num_prompt_tokens >= PREFIX_BLOCK_TOKENS:
+        if self.decode_index is not None and decode.prefix_caching and req.num_prompt_tokens >= PREFIX_BLOCK_TOKENS:
             cached = self.decode_index.matched_blocks(req, [decode.worker_id])[decode.worker_id]
             if req.num_prompt_tokens - cached * PREFIX_BLOCK_TOKENS < self.min_prompt_tokens:
                 return False, "cached_on_decode"

@@ -28,19 +28,17 @@ from router.policies.round_robin import RoundRobinPicker
 from splitmind.config import DECODE_POLICIES, PREFILL_POLICIES
 
 
-def decode_profile(name: str, max_requests: int, index: PrefixIndex | None = None, observe: Observe | None = None,
+def decode_profile(name: str, max_requests: int, observe: Observe | None = None,
                    rng: random.Random | None = None) -> Profile:
-    """`index` learns which prompts each decode node holds (the P/D decider's `cached_on_decode`)."""
     capacity = [CapacityFilter(max_requests)]
-    recorders = [index] if index is not None else []
     if name == "least-tokens":
-        return Profile(name, filters=capacity, picker=MaxScorePicker(rng), observe=observe, recorders=recorders,
+        return Profile(name, filters=capacity, picker=MaxScorePicker(rng), observe=observe,
                        scorers=[WeightedScorer(LeastTokensScorer()), WeightedScorer(KVUsageScorer(), 0.5)])
     if name == "least-requests":
-        return Profile(name, filters=capacity, picker=MaxScorePicker(rng), observe=observe, recorders=recorders,
+        return Profile(name, filters=capacity, picker=MaxScorePicker(rng), observe=observe,
                        scorers=[WeightedScorer(LeastRequestsScorer())])
     if name == "round-robin":
-        return Profile(name, filters=capacity, picker=RoundRobinPicker(), observe=observe, recorders=recorders)
+        return Profile(name, filters=capacity, picker=RoundRobinPicker(), observe=observe)
     raise ValueError(f"decode_policy must be one of {', '.join(DECODE_POLICIES)}, not {name!r}")
 
 

@@ -99,6 +99,8 @@ class NodeServer:
         self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
         spec_config = engine.vllm_config.speculative_config
         self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
+        cache_config = getattr(engine.vllm_config, "cache_config", None)
+        self.prefix_caching = bool(getattr(cache_config, "enable_prefix_caching", False))
 
     async def serve(self) -> None:
         self.sockets.bind()
@@ -179,6 +181,7 @@ class NodeServer:
                 request_id=msg.request_id, worker_id=self.spec.worker_id, role=self.handler.role,
                 pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
                 model=self.spec.model, max_model_len=self.max_model_len, mtp_tokens=self.mtp_tokens,
+                prefix_caching=self.prefix_caching,
             )
         self._reply_later(identity, reply)
 
@@ -271,7 +274,9 @@ class NodeServer:
         # decode node release it. Aborting it at once raced the engine: a prefill that finished
         # as the abort arrived had its KV leased while vLLM's output processor, aborting, dropped
         # the output that named it, and the KV waited out the 30 s lease (1 storm in 6 of
-        # tests/e2e/test_kv_release.py). One prefill's compute is the price of no stranded KV.
+        # tests/e2e/test_kv_release.py). vLLM keeps such KV for the lease by design
+        # (vllm-project/vllm#25067, "Ignore abort on already-finished request"): only the one
+        # who knows its address can free it early. One prefill's compute is the price.
 
         async def drain() -> None:
             done, _ = await asyncio.wait({task}, timeout=ABORT_DRAIN_S)

@@ -76,3 +76,37 @@ def test_stop_ids_include_the_models_eos(frontend: ModelFrontend) -> None:
     assert prepare_chat(chat(ignore_eos=True), frontend, dep(frontend, 2048)).sampling.stop_token_ids == []
 
 
+
+
+def test_a_client_gone_before_the_first_token_leaves_a_generator_that_can_be_closed() -> None:
+    """Bug: `_watch` cancelled the step that was waiting for a stream's first token and returned
+    at once; the route then closed the stream's generator while it was still unwinding:
+    "aclose(): asynchronous generator is already running", a 500 logged as an unhandled error.
+    Fix: `_watch` waits for the cancelled step to unwind."""
+    import asyncio
+
+    from api.openai_routes import ClientGone, _watch
+
+    class Gone:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    closed: list[str] = []
+
+    async def tokens():  # type: ignore[no-untyped-def]
+        try:
+            await asyncio.sleep(60)  # the first token, far away
+            yield 1
+        finally:
+            await asyncio.sleep(0.05)  # aborting on the workers takes a moment
+            closed.append("aborted")
+
+    async def run() -> None:
+        gen = tokens()
+        try:
+            await _watch(Gone(), anext(gen))  # type: ignore[arg-type]
+        except ClientGone:
+            await gen.aclose()  # raised RuntimeError before the fix
+
+    asyncio.run(run())
+    assert closed == ["aborted"]

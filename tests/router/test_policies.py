@@ -5,13 +5,14 @@ import random
 import pytest
 
 from router.client import RequestStream, TokenLoad, view_of
+from router.orchestrator import Orchestrator
 from router.policies.base import RouteRequest, WorkerView
 from router.policies.capacity import CapacityFilter
 from router.policies.pd_decider import PrefillCostDecider
 from router.policies.prefix_index import PrefixIndex
 from router.policies.profiles import decode_profile, prefill_profile
 from splitmind.config import GatewayTuning
-from splitmind.protocol import NodeStats, Role, TokenDelta
+from splitmind.protocol import NodeStats, Role, Sampling, TokenDelta
 
 
 def view(wid: str, requests: int = 0, tokens: int = 0, kv: float = 0.0, role: Role = Role.DECODE) -> WorkerView:
@@ -105,20 +106,57 @@ def test_prefix_index_matches_leading_blocks_only_and_stays_bounded() -> None:
     assert all("w2" not in holders for holders in index.blocks.values())
 
 
+def caching(wid: str) -> WorkerView:
+    return WorkerView(wid, Role.DECODE, prefix_caching=True)
+
+
 def test_pd_decider_reasons() -> None:
     index = PrefixIndex()
     d = PrefillCostDecider(min_prompt_tokens=32, max_prefill_queue_tokens=1000, decode_index=index)
     prompt = req(list(range(100)))
     prefill = [view("p", role=Role.PREFILL)]
-    assert d.decide(prompt, view("d"), []) == (False, "no_prefill_worker")
-    assert d.decide(req(list(range(31))), view("d"), prefill) == (False, "short_prompt")
-    assert d.decide(prompt, view("d"), prefill) == (True, "long_prompt")
+    assert d.decide(prompt, caching("d"), []) == (False, "no_prefill_worker")
+    assert d.decide(req(list(range(31))), caching("d"), prefill) == (False, "short_prompt")
+    assert d.decide(prompt, caching("d"), prefill) == (True, "long_prompt")
     index.record(req(list(range(96))), "d")  # a follow-up turn: 96 of 100 tokens already on the decode node
-    assert d.decide(prompt, view("d"), prefill) == (False, "cached_on_decode")
-    assert d.decide(prompt, view("other"), prefill) == (True, "long_prompt")
+    assert d.decide(prompt, caching("d"), prefill) == (False, "cached_on_decode")
+    assert d.decide(prompt, view("d"), prefill) == (True, "long_prompt")  # its engine keeps no prefixes
+    assert d.decide(prompt, caching("other"), prefill) == (True, "long_prompt")
     busy = [view("p", tokens=5000, role=Role.PREFILL), view("q", tokens=1001, role=Role.PREFILL)]
-    assert d.decide(prompt, view("other"), busy) == (False, "prefill_busy")
-    assert d.decide(prompt, view("other"), [*busy, view("r", tokens=10, role=Role.PREFILL)]) == (True, "long_prompt")
+    assert d.decide(prompt, caching("other"), busy) == (False, "prefill_busy")
+    assert d.decide(prompt, caching("other"), [*busy, view("r", tokens=10, role=Role.PREFILL)]) == (True, "long_prompt")
+
+
+class Worker:
+    def __init__(self, wid: str, role: Role) -> None:
+        self.worker_id, self.role = wid, role
+        self.streams: dict[str, RequestStream] = {}
+
+    def view(self) -> WorkerView:
+        return WorkerView(self.worker_id, self.role, prefix_caching=True)
+
+
+class Registry:
+    def __init__(self, *workers: Worker) -> None:
+        self.workers = workers
+        self.on_leave: list[object] = []
+
+    def healthy(self, role: Role) -> list[Worker]:
+        return [w for w in self.workers if w.role == role]
+
+
+def test_a_prompt_is_cached_on_decode_only_after_it_was_sent_there() -> None:
+    """Bug: the decode pick recorded the prompt in the decode node's prefix index before the P/D
+    decider looked, so every prompt of whole blocks (64 tokens) went colocated as "cached", the
+    first time too. Fix: the orchestrator records after the decision."""
+    decided: list[tuple[str, str]] = []
+    orch = Orchestrator(Registry(Worker("d0", Role.DECODE), Worker("p0", Role.PREFILL)),  # type: ignore[arg-type]
+                        GatewayTuning(), on_decision=lambda pool, reason: decided.append((pool, reason)))
+    prompt = list(range(64))
+    assert orch.plan("r1", prompt, Sampling(max_tokens=4)).route == "disaggregated"
+    assert ("pd", "long_prompt") in decided
+    assert orch.plan("r2", prompt, Sampling(max_tokens=4)).route == "colocated"  # now it is there
+    assert decided[-1] == ("pd", "cached_on_decode")
 
 
 def test_every_plugin_is_timed() -> None:
