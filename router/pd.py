@@ -107,10 +107,9 @@ class Generation:
             if self.start_after is not None:
                 async with asyncio.timeout(self.tuning.prefill_timeout_s + self.tuning.first_token_timeout_s):
                     await self.start_after.wait()
-            kv = None
             first = await self._prefill_or_fall_back(open_streams) if self.prefill is not None else None
             if first is not None:
-                kv = self.unclaimed_kv = first.kv_transfer
+                self.unclaimed_kv = first.kv_transfer
                 first, forced = _guarded(guard, first)
                 generated += first.token_ids
                 done = forced is None and (first.finish_reason == FinishReason.STOP
@@ -128,8 +127,8 @@ class Generation:
                     if ending.finish_reason is not None:
                         return
                     forced = None
-                dstream = await self._open_decode(segment, generated, kv, open_streams)
-                kv = self.unclaimed_kv = None  # the decode node has it: its abort frees the prefill's KV
+                dstream = await self._open_decode(segment, generated, self.unclaimed_kv, open_streams)
+                self.unclaimed_kv = None  # the decode node has it: its abort frees the prefill's KV
                 try:
                     async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
                         delta, forced = _guarded(guard, delta)

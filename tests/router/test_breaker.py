@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from router.registry import WorkerRegistry
 from splitmind.config import WorkerAddress
 from splitmind.errors import WorkerError
 from splitmind.protocol import GenerateRequest, Role, Sampling
-from tests.splitmind.node_thread import NodeThread
+from tests.splitmind.node_thread import FakeEngine, NodeThread, engine_output
 
 
 class Clock:
@@ -67,11 +66,8 @@ def test_threshold_zero_never_opens() -> None:
     assert b.allows()
 
 
-class SwitchableEngine:
+class SwitchableEngine(FakeEngine):
     """Fails every request (vLLM raising inside generate) until `healed` is set."""
-
-    vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
-    errored = False
 
     def __init__(self) -> None:
         self.healed = threading.Event()
@@ -79,8 +75,7 @@ class SwitchableEngine:
     async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
         if not self.healed.is_set():
             raise RuntimeError("KV transfer failed")
-        yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1], finish_reason="length", logprobs=None)],
-                              finished=True, kv_transfer_params=None, num_cached_tokens=0)
+        yield engine_output(1, True)
 
 
 def test_a_failing_node_is_taken_out_and_probed_back() -> None:

@@ -8,7 +8,6 @@ import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,18 +18,15 @@ from router.registry import WorkerRegistry
 from splitmind.config import GatewayConfig, WorkerDNS
 from splitmind.launcher import free_port
 from splitmind.protocol import GenerateRequest, Role, Sampling
-from tests.splitmind.node_thread import NodeThread
+from tests.splitmind.node_thread import FakeEngine, NodeThread, engine_output
 
 HOSTS = ("127.0.0.2", "127.0.0.3")  # Linux answers on all of 127/8
 # generous: a node's first request imports vLLM's TokensPrompt on the node's event loop (seconds)
 HEARTBEAT_TIMEOUT_S = 30.0
 
 
-class GatedEngine:
+class GatedEngine(FakeEngine):
     """Streams a token every 20 ms until the test opens the gate: a stream that stays open."""
-
-    vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
-    errored = False
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -38,9 +34,7 @@ class GatedEngine:
     async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
         while True:
             done = self.gate.is_set()
-            yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1], finish_reason="length" if done else None,
-                                                           logprobs=None)],
-                                  finished=done, kv_transfer_params=None, num_cached_tokens=0)
+            yield engine_output(1, done)
             if done:
                 return
             await asyncio.sleep(0.02)

@@ -24,16 +24,24 @@ from splitmind.protocol import GenerateRequest, Role, Sampling
 NUM_TOKENS = 3
 
 
-class ThreeTokenEngine:
+def engine_output(token: int, last: bool) -> SimpleNamespace:
+    """What AsyncLLM.generate yields for one new token (output_kind DELTA), as the node reads it."""
+    return SimpleNamespace(
+        outputs=[SimpleNamespace(token_ids=[token], finish_reason="length" if last else None, logprobs=None)],
+        finished=last, kv_transfer_params=None, num_cached_tokens=0)
+
+
+class FakeEngine:
+    """The parts of AsyncLLM a node reads besides `generate`."""
+
     vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096), speculative_config=None)
     errored = False  # AsyncLLM's flag; when it turns true the node exits
 
+
+class ThreeTokenEngine(FakeEngine):
     async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
         for i in range(NUM_TOKENS):
-            last = i == NUM_TOKENS - 1
-            yield SimpleNamespace(
-                outputs=[SimpleNamespace(token_ids=[i], finish_reason="length" if last else None, logprobs=None)],
-                finished=last, kv_transfer_params=None, num_cached_tokens=0)
+            yield engine_output(i, i == NUM_TOKENS - 1)
 
 
 class Handler:
