@@ -59,6 +59,11 @@ class GatewayMetrics:
         self.prefill = hist("splitmind_prefill_seconds", "Prefill request sent -> first token back (remote prefill).")
         self.decode_first = hist("splitmind_decode_first_token_seconds",
                                  "Decode request sent -> first decode token (includes the KV pull).")
+        self.ttft_phase = Histogram(
+            "splitmind_ttft_phase_seconds", "Time inside the engines before a request's tokens, by phase (vLLM's "
+            "request stats): queue and prefill on the node that computed the first token; kv_transfer (the decode "
+            "node's wait for the prompt's KV) and first_decode_step on a disaggregated request's decode node, "
+            "which delay its second token.", ["phase"], buckets=LATENCY_BUCKETS_S, registry=r)
         r.register(NodeCollector(registry))
 
     def decided(self, pool: str, reason: str) -> None:

@@ -51,6 +51,7 @@ class Response:
         self.progress_at = time.monotonic()  # when the client last heard of hidden thinking
         self.progress_tokens = 0
         self.decode_first_observed = False
+        self.phases_observed: set[str] = set()
         self.is_chat = prepared.kind == "chat"
         self.id = ("chatcmpl-" if self.is_chat else "cmpl-") + plan.request_id
         self.object = "chat.completion.chunk" if self.is_chat else "text_completion"
@@ -90,6 +91,11 @@ class Response:
         if self.plan.timings.decode_first_s is not None and not self.decode_first_observed:
             m.decode_first.observe(self.plan.timings.decode_first_s)
             self.decode_first_observed = True
+        if len(self.phases_observed) < len(self.plan.timings.phases):
+            for phase, seconds in self.plan.timings.phases.items():
+                if phase not in self.phases_observed:
+                    m.ttft_phase.labels(phase).observe(seconds)
+                    self.phases_observed.add(phase)
         choice.last_token_at = now
         m.generation_tokens.inc(n)
 

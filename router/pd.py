@@ -43,6 +43,7 @@ from router.thinking import ThinkingGuard, ThinkingLimit
 from splitmind.config import GatewayTuning
 from splitmind.errors import WorkerError, WorkerRejectedError
 from splitmind.protocol import (
+    EngineTimings,
     FinishReason,
     GenerateRequest,
     KVTransferParams,
@@ -65,6 +66,17 @@ class PhaseTimings:
     prefill_s: float | None = None  # prefill request sent -> first token back
     decode_first_s: float | None = None  # decode request sent -> its first token (KV pull included)
     decode_sent_at: float = 0.0  # perf_counter when the decode request went out
+    decode_pulls_kv: bool = False  # the first decode request receives the prompt's KV
+    # Inside the engines (EngineTimings, measured by vLLM): the queue and the prefill of the node
+    # that computed the first token, the decode node's wait for the KV and its first step.
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def record_engine(self, timings: EngineTimings | None, *, received_kv: bool) -> None:
+        if timings is None:
+            return
+        first, second = ("kv_transfer", "first_decode_step") if received_kv else ("queue", "prefill")
+        if first not in self.phases:
+            self.phases[first], self.phases[second] = timings.wait_s, timings.first_step_s
 
 
 @dataclass
@@ -208,6 +220,8 @@ class Generation:
         rid = self.request_id if segment == 0 else f"{self.request_id}-c{segment}"
         sampling = msgspec.structs.replace(self.sampling, max_tokens=self.sampling.max_tokens - len(generated))
         self.timings.decode_sent_at = time.perf_counter()
+        if segment == 0:
+            self.timings.decode_pulls_kv = kv is not None
         dstream = await self.decode.open(GenerateRequest(rid, self.prompt_token_ids + generated, sampling, kv))
         open_streams.append((self.decode, dstream))
         if ("decode", self.decode.worker_id) not in self.served:
@@ -221,6 +235,7 @@ class Generation:
             delta = await dstream.next(timeout, phase)
             if first_segment and self.timings.decode_first_s is None:
                 self.timings.decode_first_s = time.perf_counter() - self.timings.decode_sent_at
+                self.timings.record_engine(delta.engine_timings, received_kv=self.timings.decode_pulls_kv)
             timeout = self.tuning.stream_idle_timeout_s
             phase = "next token (gateway.stream_idle_timeout_s)"
             if self.kv_on_decode is not None:
@@ -253,6 +268,7 @@ class Generation:
             if delta.finish_reason is not None:
                 break
         self.timings.prefill_s = time.perf_counter() - sent
+        self.timings.record_engine(merged.engine_timings, received_kv=False)
         self.served.append(("prefill", self.prefill.worker_id))
         return merged
 

@@ -14,7 +14,7 @@ import enum
 
 import msgspec
 
-PROTOCOL_VERSION = 3  # 3: ReleaseKV
+PROTOCOL_VERSION = 4  # 3: ReleaseKV; 4: EngineTimings
 
 MAX_LOGPROBS = 20  # most alternatives per token a request may ask for (OpenAI's top_logprobs limit)
 
@@ -123,6 +123,17 @@ class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
     prefix_caching: bool = False  # its engine keeps prompts' KV for later requests (routing)
 
 
+class EngineTimings(msgspec.Struct, frozen=True, array_like=True):
+    """Where a request's time went in its node's engine before the first token (vLLM's request
+    stats, engine-core clock). For a decode request that receives its prompt's KV, `wait_s` is
+    the wait for the KV (the transfer, and any wait for a slot to start it) and `first_step_s`
+    its first decode step; otherwise `wait_s` is the engine's queue and `first_step_s` the
+    prefill that produced the first token."""
+
+    wait_s: float  # queued -> scheduled
+    first_step_s: float  # scheduled -> first token
+
+
 class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):
     """New token ids for a request; the last one has `finish_reason` set."""
 
@@ -133,6 +144,7 @@ class TokenDelta(msgspec.Struct, tag="delta", frozen=True, omit_defaults=True):
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None  # one per token id, when the request asked
+    engine_timings: EngineTimings | None = None  # on a request's first delta, when the engine kept stats
 
 
 def merge_deltas(prev: TokenDelta, new: TokenDelta) -> TokenDelta:
@@ -142,6 +154,7 @@ def merge_deltas(prev: TokenDelta, new: TokenDelta) -> TokenDelta:
         request_id=new.request_id, token_ids=prev.token_ids + new.token_ids, finish_reason=new.finish_reason,
         kv_transfer=new.kv_transfer or prev.kv_transfer, num_prompt_tokens=new.num_prompt_tokens,
         num_cached_tokens=new.num_cached_tokens, logprobs=logprobs,
+        engine_timings=prev.engine_timings or new.engine_timings,
     )
 
 

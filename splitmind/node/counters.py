@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kv_transfer.stats import read_connector_stats
-from splitmind.protocol import HistogramState
+from splitmind.protocol import EngineTimings, HistogramState
 
 KV_TRANSFER_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
@@ -84,3 +84,16 @@ def stat_logger_factory(counters: EngineCounters) -> Any:
             pass
 
     return _CountersLogger
+
+
+def engine_timings(output: Any) -> EngineTimings | None:
+    """A request's engine timings from its first `RequestOutput` (vLLM's `RequestStateStats`
+    in `metrics`, kept when the engine logs stats; engine-core timestamps). None when a
+    timestamp is missing, as for an output that did not come from a scheduled step."""
+    stats = getattr(output, "metrics", None)
+    queued = getattr(stats, "queued_ts", 0.0)
+    scheduled = getattr(stats, "scheduled_ts", 0.0)
+    first = getattr(stats, "first_token_ts", 0.0)
+    if not (0.0 < queued <= scheduled <= first):
+        return None
+    return EngineTimings(wait_s=scheduled - queued, first_step_s=first - scheduled)

@@ -24,7 +24,7 @@ import zmq
 
 from splitmind.config import NodeSpec
 from splitmind.node import kv_refresh
-from splitmind.node.counters import EngineCounters
+from splitmind.node.counters import EngineCounters, engine_timings
 from splitmind.node.failures import EngineDied
 from splitmind.node.sampling import token_logprobs
 from splitmind.node.sockets import NodeSockets
@@ -96,6 +96,7 @@ class NodeServer:
         self.kv_releases_total = 0
         self.last_request_at = time.monotonic()
         self.release_steps_until = 0.0  # step the idle engine until then (a ReleaseKV's notification)
+        self.stats_due = asyncio.Event()  # publish the stats now, not at the next interval
         self.max_model_len = int(engine.vllm_config.model_config.max_model_len)
         spec_config = engine.vllm_config.speculative_config
         self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
@@ -112,38 +113,13 @@ class NodeServer:
                 tg.create_task(self._stats_loop())
                 tg.create_task(self.sockets.watch())
                 tg.create_task(self._engine_watch())
-                tg.create_task(self._kv_refresh_loop())
+                tg.create_task(kv_refresh.keep_report_true(self))
         finally:
             for task in list(self.tasks.values()):
                 task.cancel()
             if self.tasks:
                 await asyncio.wait(list(self.tasks.values()), timeout=5)
             self.sockets.close()
-
-    async def _kv_refresh_loop(self) -> None:
-        """Steps an idle engine when a step is due (splitmind/node/kv_refresh.py): every
-        `STEP_S` for `RELEASE_STEPS_S` after a ReleaseKV, and every `STALE_S` while its last
-        report shows KV in use."""
-        last_refresh = 0.0
-        while True:
-            await asyncio.sleep(kv_refresh.STEP_S)
-            now = time.monotonic()
-            if self.tasks or now - self.last_request_at < kv_refresh.IDLE_S:
-                continue  # requests step the engine
-            releasing = now < self.release_steps_until
-            stale = self.counters.kv_usage > 0.0 and now - last_refresh >= kv_refresh.STALE_S
-            if not (releasing or stale):
-                continue
-            if stale and not releasing:
-                logger.info("idle, and the engine last reported %.4f%% of its KV in use: refreshing the report",
-                            100 * self.counters.kv_usage)
-            last_refresh = now
-            self.counters.refreshes_pending += 1
-            try:
-                await kv_refresh.refresh(self.engine)
-            except Exception as exc:  # an engine that died is _engine_watch's to report
-                self.counters.refreshes_pending = 0
-                logger.warning("engine step failed: %s: %s", type(exc).__name__, exc)
 
     async def _engine_watch(self) -> None:
         while True:  # vLLM offers no event for it; the flag is cheap to read
@@ -324,7 +300,6 @@ class NodeServer:
             # not whenever the garbage collector finds it
             async with contextlib.aclosing(self.engine.generate(prompt, params, rid)) as outputs:
                 async for out in outputs:
-                    self.started.add(rid)
                     if rid in self.abort_at_first_output:
                         return  # aborted while its KV was on the way: pulled now, so end it
                     comp = out.outputs[0]
@@ -335,10 +310,12 @@ class NodeServer:
                     if rid in self.tokens:
                         self.tokens[rid] += len(token_ids)
                     logprobs = token_logprobs(token_ids, comp.logprobs, num_top) if num_top is not None else None
+                    first = rid not in self.started
+                    self.started.add(rid)
                     await self._send(identity, TokenDelta(
                         request_id=rid, token_ids=token_ids, finish_reason=finish, kv_transfer=kv,
                         num_prompt_tokens=len(req.prompt_token_ids), num_cached_tokens=out.num_cached_tokens or 0,
-                        logprobs=logprobs,
+                        logprobs=logprobs, engine_timings=engine_timings(out) if first else None,
                     ))
         except asyncio.CancelledError:
             raise  # AsyncLLM.generate aborted the engine request on its way out
@@ -391,5 +368,7 @@ class NodeServer:
 
     async def _stats_loop(self) -> None:
         while True:
+            self.stats_due.clear()
             await self.pub.send(encoder.encode(self.stats()))
-            await asyncio.sleep(STATS_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stats_due.wait(), STATS_INTERVAL_S)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.e2e.cluster import RunningCluster
+from tests.e2e.cluster import RunningCluster, metric, settled
 from tests.e2e.conftest import client
 
 REASONING = " Let me think carefully."
@@ -153,6 +153,8 @@ def test_sixteen_concurrent_streams(scripted_cluster: RunningCluster) -> None:
 
 
 def test_models_health_admin_metrics(scripted_cluster: RunningCluster) -> None:
+    client(scripted_cluster).completions.create(model="model", prompt="6*7?", max_tokens=4,
+                                               extra_headers={"x-splitmind-route": "disaggregated"})
     models = client(scripted_cluster).models.list()
     assert [m.id for m in models.data] == ["model"]
     health = httpx.get(scripted_cluster.url + "/health")
@@ -167,7 +169,43 @@ def test_models_health_admin_metrics(scripted_cluster: RunningCluster) -> None:
     for name in ("splitmind_ttft_seconds_bucket", "splitmind_itl_seconds_bucket",
                  "splitmind_kv_transfer_seconds_bucket", "splitmind_decode_remote_kv_tokens_total"):
         assert name in metrics, name
-    assert re.search(r'^splitmind_kv_transfer_seconds_count\{role="decode",worker="decode-0"\} [1-9]', metrics, re.M)
+    transfers = settled(lambda: metric(scripted_cluster.url, "splitmind_kv_transfer_seconds_count", worker="decode-0"),
+                        lambda n: bool(n))  # from the decode node's heartbeat
+    assert transfers is not None and transfers >= 1
+
+
+PHASES = ("queue", "prefill", "kv_transfer", "first_decode_step")
+
+
+def _phases(url: str, suffix: str) -> dict[str, float]:
+    return {p: metric(url, f"splitmind_ttft_phase_seconds_{suffix}", phase=p) or 0.0 for p in PHASES}
+
+
+def test_time_before_the_tokens_is_split_by_phase(scripted_cluster: RunningCluster) -> None:
+    """`splitmind_ttft_phase_seconds{phase}`: vLLM's own request timings from the engines. A
+    disaggregated request has all four phases; a colocated one only queue and prefill. The
+    decode node's two phases fit inside the gateway's round trip to its first token."""
+    url = scripted_cluster.url
+    c = client(scripted_cluster)
+    for route, stream, temperature in (("disaggregated", True, None), ("colocated", False, 0.0)):
+        count, total = _phases(url, "count"), _phases(url, "sum")
+        decode_first = metric(url, "splitmind_decode_first_token_seconds_sum") or 0.0
+        sampled = {} if temperature is None else {"temperature": temperature}  # None: the default, 1.0
+        out = c.chat.completions.create(model="model", messages=MESSAGES, stream=stream, max_tokens=8,
+                                        extra_headers={"x-splitmind-route": route}, **sampled)
+        if stream:
+            assert "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                           for ch in out if ch.choices)
+        else:
+            assert (out.choices[0].message.model_extra or {}).get("reasoning_content")
+        grew = {p: _phases(url, "count")[p] - count[p] for p in PHASES}
+        spent = {p: _phases(url, "sum")[p] - total[p] for p in PHASES}
+        want = 1.0 if route == "disaggregated" else 0.0
+        assert grew == {"queue": 1.0, "prefill": 1.0, "kv_transfer": want, "first_decode_step": want}, (route, grew)
+        assert all(v >= 0.0 for v in spent.values()) and spent["prefill"] > 0.0, spent
+        round_trip = (metric(url, "splitmind_decode_first_token_seconds_sum") or 0.0) - decode_first
+        if route == "disaggregated":
+            assert 0.0 < spent["kv_transfer"] + spent["first_decode_step"] <= round_trip, (spent, round_trip)
 
 
 def test_client_request_ids_are_echoed_and_may_repeat(scripted_cluster: RunningCluster) -> None:
