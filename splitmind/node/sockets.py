@@ -4,6 +4,11 @@
 - With `NodeSpec.keys_dir` set, both are CURVE servers, and a ZAP handler on the node's own
   context admits only the public keys in the keys' authorized/ directory
   (`splitmind/curve.py`). A peer without a known key fails its handshake and gets nothing.
+- The request plane pings each gateway (ZMQ heartbeats, answered by the peer's ZMQ I/O thread,
+  not its event loop) and drops one that has not answered for `PEER_TIMEOUT_S`: a gateway that
+  was frozen (SIGSTOP) or whose host vanished without closing its connections. Replies to it then
+  fail at once (mandatory routing) and its requests end, instead of the node generating into
+  kernel buffers until the send timeout, or for as long as TCP takes to give up (minutes).
 - A monitor on each logs the peers whose handshake failed, rate-limited, since ZMQ tells the
   application nothing about them; on the ROUTER also the peers that disconnected.
 
@@ -26,6 +31,9 @@ from splitmind.wire_guard import HANDSHAKE_FAILURES, RateLimitedLog, limit_messa
 
 logger = logging.getLogger(__name__)
 
+PEER_HEARTBEAT_S = 1.0
+PEER_TIMEOUT_S = 10.0
+
 
 class NodeSockets:
     def __init__(self, spec: NodeSpec) -> None:
@@ -36,6 +44,8 @@ class NodeSockets:
         for sock in (self.rpc, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
         limit_message_size(self.rpc, self.pub)
+        self.rpc.setsockopt(zmq.HEARTBEAT_IVL, int(PEER_HEARTBEAT_S * 1000))
+        self.rpc.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(PEER_TIMEOUT_S * 1000))
         self.keys = curve.load_server_keys(spec.keys_dir) if spec.keys_dir else None
         if self.keys is not None:
             curve.make_server(self.rpc, self.keys)

@@ -1,5 +1,5 @@
 """The request plane under load: a node's replies reach a gateway that fell behind, all of them,
-and a node stops generating for a gateway that went away.
+and a node stops generating for a gateway that went away or froze.
 
 A fake engine (no vLLM) stands in so that thousands of deltas leave the node faster than the
 gateway reads them; the sockets, the node server and the worker client are the real ones, with
@@ -9,13 +9,21 @@ small queues and kernel buffers so that they fill within a second.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from splitmind.node import sockets
 from splitmind.protocol import GenerateRequest, Sampling
-from tests.splitmind.node_thread import NodeThread
+from tests.splitmind.node_thread import FakeEngine as EngineParts
+from tests.splitmind.node_thread import NodeThread, engine_output
 
 QUEUE_MESSAGES = 500  # the node's queue per gateway, small here so that it fills in a second
 KERNEL_BUFFER_BYTES = 4096
@@ -95,4 +103,59 @@ def test_a_node_stops_generating_for_a_gateway_that_went_away() -> None:
         assert node.engine.closed == ["r1"]
         asyncio.run(next_gateway())
     finally:
+        node.stop()
+
+
+class EndlessEngine(EngineParts):
+    """A token every 20 ms until its generator is closed (an engine abort)."""
+
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
+        try:
+            for i in range(4000):
+                yield engine_output(i % 50, False)
+                await asyncio.sleep(0.02)
+        except GeneratorExit:
+            self.closed.append(request_id)
+            raise
+
+
+FROZEN_GATEWAY = """
+import os, signal, sys
+import zmq
+from splitmind.protocol import GenerateRequest, Sampling, encoder
+sock = zmq.Context().socket(zmq.DEALER)
+sock.connect(sys.argv[1])
+sock.send(encoder.encode(GenerateRequest("r1", [1, 2, 3], Sampling(max_tokens=4000))))
+sock.recv()  # its first token: the request runs
+os.kill(os.getpid(), signal.SIGSTOP)  # frozen: its connection stays open, nothing answers
+"""
+
+
+def test_a_node_stops_generating_for_a_gateway_that_froze(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that stops answering without closing its connection (SIGSTOP here; a host that
+    vanished looks the same) is dropped after the heartbeat timeout and its requests end. Before,
+    the node generated into the kernel's buffers for minutes."""
+    monkeypatch.setattr(sockets, "PEER_HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(sockets, "PEER_TIMEOUT_S", 1.0)
+    node = NodeThread(engine=EndlessEngine())
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    gateway = subprocess.Popen([sys.executable, "-c", FROZEN_GATEWAY, node.spec.rpc_address], cwd=root,
+                               env={**os.environ, "PYTHONPATH": root})
+    try:
+        deadline = time.monotonic() + 30
+        while not node.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.running() == 1, "the request never started"
+        stopped_at = time.monotonic()
+        while node.running() and time.monotonic() < stopped_at + 10:
+            time.sleep(0.1)
+        assert node.running() == 0, "the node still generates for a frozen gateway"
+        assert node.engine.closed == ["r1"]
+        assert gateway.poll() is None, "the stand-in gateway exited instead of freezing"
+    finally:
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(10)
         node.stop()
