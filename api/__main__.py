@@ -1,4 +1,5 @@
-"""Gateway process entry: `python -m api --config JSON` (the launcher starts it)."""
+"""Gateway process entry: `python -m api --config JSON`. `splitmind up` starts it, and `splitmind gateway`
+becomes it (exec) once it has read and checked the config file: operators never write the JSON."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from splitmind.cli_parts import AdminKey, ApiKeyFile, ApiKeys, check_config, gateway, gateway_keys, node
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="splitmind: disaggregated serving for reasoning models.")
@@ -23,7 +26,10 @@ def up(
     port: Annotated[Optional[int], typer.Option(help="Gateway port. [default: 8000]")] = None,
     prefill: Annotated[Optional[int], typer.Option(help="Prefill nodes; 0 = colocated. [default: 1]")] = None,
     decode: Annotated[Optional[int], typer.Option(help="Decode nodes. [default: 1]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML config file ([cluster], [engine], [gateway]).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        envvar="SPLITMIND_CONFIG", show_envvar=True,
+        help="TOML config file ([cluster], [engine], [gateway], [reasoning]); SPLITMIND__<TABLE>__<KEY> variables "
+             "override it, flags override both.")] = None,
     log_dir: Annotated[Path, typer.Option(
         help="Where logs go: each run in its own folder, LOG_DIR/latest the newest.")] = Path(".splitmind/logs"),
     keys_dir: Annotated[Optional[Path], typer.Option(
@@ -34,24 +40,16 @@ def up(
     reasoning: Annotated[Optional[str], typer.Option(
         help="visible, or hidden: no response carries reasoning text, whatever a request asks. [default: visible]")
     ] = None,
-    api_key: Annotated[Optional[list[str]], typer.Option(
-        envvar="SPLITMIND_API_KEY", show_envvar=True,
-        help="API key clients send as 'Authorization: Bearer KEY'; repeat it, or separate keys with commas. Prefer "
-             "the environment variable or --api-key-file: a command line is visible to every local user. "
-             "[default: none, every endpoint open]")] = None,
-    api_key_file: Annotated[Optional[Path], typer.Option(
-        envvar="SPLITMIND_API_KEY_FILE", show_envvar=True, help="File with API keys, one a line.")] = None,
-    admin_key: Annotated[Optional[str], typer.Option(
-        envvar="SPLITMIND_ADMIN_KEY", show_envvar=True,
-        help="Key for /admin/* (and /metrics with metrics_access = \"admin_key\"). [default: none, /admin closed "
-             "when API keys are set]")] = None,
+    api_key: ApiKeys = None,
+    api_key_file: ApiKeyFile = None,
+    admin_key: AdminKey = None,
 ) -> None:
     """Start a gateway, prefill node(s) and decode node(s) on this machine; Ctrl-C stops them all."""
-    from splitmind.config import load_cluster_config
+    from splitmind.config_file import load_cluster_config
     from splitmind.launcher import Cluster, LaunchError
 
     try:
-        cfg = load_cluster_config(config, model=str(model) if model else None, host=host, port=port,
+        cfg = load_cluster_config(config, os.environ, model=str(model) if model else None, host=host, port=port,
                                   num_prefill=prefill, num_decode=decode, reasoning=reasoning,
                                   keys_dir=str(keys_dir) if keys_dir else None)
         if mtp_tokens is not None:
@@ -82,7 +80,7 @@ def up(
     def on_signal(signum: int, frame: object) -> None:
         stop_requested.append(True)
 
-    gateway_env = _gateway_keys(api_key or [], api_key_file, admin_key)
+    gateway_env = gateway_keys(api_key or [], api_key_file, admin_key)
     if not gateway_env and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"[splitmind] warning: the gateway listens on {cfg.host} with no API key: anyone who can reach "
                    "it can use it, /admin included. Set SPLITMIND_API_KEY.", err=True)
@@ -136,19 +134,9 @@ Across machines, copy:
 Secret files stay mode 0600; they never leave the machines above.""")
 
 
-def _gateway_keys(api_keys: list[str], api_key_file: Path | None, admin_key: str | None) -> dict[str, str]:
-    """The gateway's keys as environment variables (its command line would show them in `ps`)."""
-    env = {}
-    if api_keys:
-        env["SPLITMIND_API_KEY"] = ",".join(api_keys)
-    if api_key_file is not None:
-        if not api_key_file.is_file():
-            typer.echo(f"error: --api-key-file {api_key_file}: no such file", err=True)
-            raise typer.Exit(2)
-        env["SPLITMIND_API_KEY_FILE"] = str(api_key_file.resolve())
-    if admin_key:
-        env["SPLITMIND_ADMIN_KEY"] = admin_key
-    return env
+app.command()(gateway)
+app.command()(node)
+app.command("check-config")(check_config)
 
 
 @app.command("make-test-model")

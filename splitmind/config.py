@@ -1,23 +1,23 @@
-"""Configuration: frozen dataclasses, validated on construction, loadable from TOML.
+"""Configuration: frozen dataclasses, validated on construction.
 
-A config file has up to four tables, the first three mirroring a dataclass below:
+The config file (TOML, `splitmind/config_file.py`) has a table for each, one file for every role:
 
-    [cluster]   # ClusterConfig: what `splitmind up` starts
-    [engine]    # EngineConfig: how every node builds its vLLM engine
-    [gateway]   # GatewayTuning: timeouts, routing knobs, reasoning visibility
-    [reasoning] # the served model's reasoning profile, key by key (splitmind/reasoning_profile.py)
+    [cluster]    # ClusterConfig: what `splitmind up` starts
+    [engine]     # EngineConfig: how every node builds its vLLM engine
+    [gateway]    # GatewayTuning: timeouts, routing knobs, reasoning visibility
+    [reasoning]  # the served model's reasoning profile, key by key (splitmind/reasoning_profile.py)
+    [serve], [[workers]], [[discover]]  # a gateway on its own (splitmind/standalone.py, WorkerAddress, WorkerDNS)
+    [node]       # a node on its own (splitmind/standalone.py)
 
-Command-line flags override the file. Environment variables are read only at entry points.
+Command-line flags override the environment, which overrides the file. Environment variables are
+read only at entry points.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from splitmind import curve
 from splitmind.protocol import Role
@@ -77,12 +77,28 @@ class NodeSpec:
             curve.load_server_keys(self.keys_dir)  # raises ValueError naming the missing file
 
 
+# A node's ports when it runs on its own (`splitmind node`, [node]); DNS discovery assumes them too.
+NODE_RPC_PORT = 8100
+NODE_STATS_PORT = 8101
+NODE_NIXL_PORT = 5600  # vLLM's own default for VLLM_NIXL_SIDE_CHANNEL_PORT
+
+
 @dataclass(frozen=True)
 class WorkerAddress:
+    """A worker the gateway knows by address (`[[workers]]` in the config file)."""
+
     worker_id: str
     role: Role
-    rpc_address: str
-    stats_address: str
+    rpc_address: str  # the node's request plane, e.g. tcp://10.0.0.7:8100
+    stats_address: str  # its stats plane, e.g. tcp://10.0.0.7:8101
+
+    def __post_init__(self) -> None:
+        if not self.worker_id:
+            raise ValueError("workers.worker_id must not be empty")
+        for name in ("rpc_address", "stats_address"):
+            if "://" not in getattr(self, name):
+                raise ValueError(f"worker {self.worker_id}: {name} must be a ZMQ address such as "
+                                 f"tcp://10.0.0.7:8100, not {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -92,8 +108,8 @@ class WorkerDNS:
 
     role: Role
     name: str
-    rpc_port: int
-    stats_port: int
+    rpc_port: int = NODE_RPC_PORT
+    stats_port: int = NODE_STATS_PORT
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 253:
@@ -194,6 +210,10 @@ class GatewayConfig:
         if not any(w.role == Role.DECODE for w in self.workers) and not any(
                 d.role == Role.DECODE for d in self.discover):
             raise ValueError("the gateway needs at least one decode worker (in workers or discover)")
+        ids = [w.worker_id for w in self.workers]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"workers: worker_id used more than once: {', '.join(twice)}")
         if self.keys_dir:
             curve.load_client_keys(self.keys_dir)  # raises ValueError naming the missing file
 
@@ -222,7 +242,7 @@ class ClusterConfig:
             raise ValueError("cluster.keys_dir must name a directory (`splitmind keys DIR` makes one)")
         if self.keys_dir is not None:
             curve.check_cluster_keys(self.keys_dir)  # raises ValueError naming the missing file
-        elif not _is_loopback(self.node_host):
+        elif not is_loopback(self.node_host):
             raise ValueError(f"cluster.node_host {self.node_host} is reachable from other machines: set "
                              "cluster.keys_dir (make keys with `splitmind keys DIR`), so that nodes take "
                              "requests only from gateways with a known key")
@@ -234,42 +254,11 @@ class ClusterConfig:
             raise ValueError(f"cluster.port out of range: {self.port}")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach `host`; a host name may resolve to anything, so it is not."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve to anything
         return False
-
-
-T = TypeVar("T")
-
-
-def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
-    return cls(**table)
-
-
-def load_cluster_config(path: Path | None, **overrides: Any) -> ClusterConfig:
-    """Read a TOML file (optional) and apply command-line overrides (None means 'not given')."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    unknown = sorted(set(data) - {"cluster", "engine", "gateway", "reasoning"})
-    if unknown:
-        raise ValueError(f"unknown table(s) in {path}: {', '.join(unknown)}")
-    engine = _build(EngineConfig, data.get("engine", {}), "engine")
-    gateway_table = dict(data.get("gateway", {}))
-    if overrides.get("reasoning") is not None:
-        gateway_table["reasoning"] = overrides.pop("reasoning")
-    overrides.pop("reasoning", None)
-    gateway = _build(GatewayTuning, gateway_table, "gateway")
-    cluster_table = dict(data.get("cluster", {}))
-    cluster_table.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(ClusterConfig, {**cluster_table, "engine": engine, "gateway": gateway,
-                                  "reasoning": dict(data.get("reasoning", {}))}, "cluster")

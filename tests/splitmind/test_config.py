@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from splitmind.config import ClusterConfig, EngineConfig, GatewayTuning, load_cluster_config
+from splitmind.config import ClusterConfig, EngineConfig, GatewayTuning
+from splitmind.config_file import load_cluster_config
 
 
 def test_file_and_overrides(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from splitmind.cli import _gateway_keys
+from splitmind.cli_parts import gateway_keys as _gateway_keys
 from splitmind.config import ClusterConfig
 from splitmind.launcher import Cluster
 
