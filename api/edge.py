@@ -80,6 +80,8 @@ class Edge:
         finally:
             path = scope.get("path", "")
             if access_log.logged(path):
+                if status is not None and status >= 400:
+                    self._count_error(scope, status)
                 access_log.logger.info("%s", access_log.access_line(
                     scope.get("method", "-"), path, status, state, time.perf_counter() - t0))
 
@@ -152,6 +154,14 @@ class Edge:
             (b"x-splitmind-prefill", str(state["prefill_worker"]).encode()),
             (b"x-splitmind-decode", str(state["decode_worker"]).encode()),
         ]
+
+    @staticmethod
+    def _count_error(scope: Scope, status: int) -> None:
+        """splitmind_request_errors_total{status}: every API response that is an error (a stream's
+        in-band error is counted where it is sent, api/openai_routes.py)."""
+        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if gateway is not None:
+            gateway.metrics.errors.labels(str(status)).inc()
 
     @staticmethod
     def _count(scope: Scope, reason: str) -> None:

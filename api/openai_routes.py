@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
-from api.errors import sse_error_data
+from api.errors import sse_error_data, status_and_body
 from api.openapi import request_body
 from api.response import Response as OpenAIResponse
 from api.sampling import Deployment
@@ -249,6 +249,7 @@ async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: Samp
         out.st.metrics.aborts.labels("client_disconnected").inc()
         raise
     except Exception as exc:  # after the stream started, errors travel in-band
+        out.st.metrics.errors.labels(str(status_and_body(exc)[0])).inc()
         yield _event(sse_error_data(exc))
     finally:
         await streams.aclose()  # aborts on every worker still holding the request

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from splitmind.cli_parts import AdminKey, ApiKeyFile, ApiKeys, check_config, gateway, gateway_keys, node
+from splitmind.probe import drain, probe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="splitmind: disaggregated serving for reasoning models.")
@@ -137,6 +138,8 @@ Secret files stay mode 0600; they never leave the machines above.""")
 app.command()(gateway)
 app.command()(node)
 app.command("check-config")(check_config)
+app.command()(probe)
+app.command()(drain)
 
 
 @app.command("make-test-model")
