@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from router.registry import WorkerRegistry
+from splitmind.protocol import KV_FAILURE_KINDS
 
 PLUGIN_BUCKETS_S = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -88,6 +89,10 @@ class NodeCollector(Collector):
                                         labels=labels)
         transfers = CounterMetricFamily("splitmind_kv_transfers", "KV transfers completed.", labels=labels)
         transfer_bytes = CounterMetricFamily("splitmind_kv_transfer_bytes", "KV bytes transferred.", labels=labels)
+        transfer_failures = CounterMetricFamily(
+            "splitmind_kv_transfer_failures", "NIXL failures a node reported, by kind: transfer (a KV read failed), "
+            "handshake (no metadata from the peer), notification (a 'done' to the prefill side failed), expired "
+            "(prefill KV whose lease ran out before anyone pulled it).", labels=[*labels, "kind"])
         drafts = CounterMetricFamily("splitmind_spec_draft_tokens", "Speculative draft tokens proposed.",
                                      labels=labels)
         accepted = CounterMetricFamily("splitmind_spec_accepted_tokens", "Speculative draft tokens accepted.",
@@ -124,6 +129,8 @@ class NodeCollector(Collector):
             remote_kv.add_metric(lv, s.remote_kv_tokens_total)
             transfers.add_metric(lv, s.kv_transfers_total)
             transfer_bytes.add_metric(lv, s.kv_transfer_bytes_total)
+            for kind in KV_FAILURE_KINDS:  # every kind, zeros included: rate() needs the series
+                transfer_failures.add_metric([*lv, kind], s.kv_transfer_failures_total.get(kind, 0))
             drafts.add_metric(lv, s.spec_draft_tokens_total)
             accepted.add_metric(lv, s.spec_accepted_tokens_total)
             node_requests.add_metric(lv, s.requests_total)
@@ -139,5 +146,6 @@ class NodeCollector(Collector):
                     cumulative += count
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 transfer_s.add_metric(lv, buckets, h.total)
-        yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, drafts, accepted,
-                    node_requests, node_prompt, kv_releases, restarts, circuit_open, trips, transfer_s)
+        yield from (healthy, running, waiting, kv_usage, remote_kv, transfers, transfer_bytes, transfer_failures,
+                    drafts, accepted, node_requests, node_prompt, kv_releases, restarts, circuit_open, trips,
+                    transfer_s)

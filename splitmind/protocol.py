@@ -181,6 +181,11 @@ class HistogramState(msgspec.Struct, array_like=True):
         self.total += value
 
 
+# NIXL failures a node counts (kv_transfer/stats.py): a KV read failed; no metadata from the
+# peer; a "done" to the prefill side failed; prefill KV whose lease ran out before a pull
+KV_FAILURE_KINDS = ("transfer", "handshake", "notification", "expired")
+
+
 class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     """A node's heartbeat: load for routing, counters for /metrics (cumulative since start)."""
 
@@ -196,6 +201,7 @@ class NodeStats(msgspec.Struct, tag="stats", omit_defaults=True):
     kv_transfers_total: int = 0
     kv_transfer_bytes_total: int = 0
     kv_transfer_seconds: HistogramState | None = None
+    kv_transfer_failures_total: dict[str, int] = {}  # NIXL failures by kind, KV_FAILURE_KINDS
     spec_draft_tokens_total: int = 0
     spec_accepted_tokens_total: int = 0
     prompt_tokens_total: int = 0

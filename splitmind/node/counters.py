@@ -25,6 +25,7 @@ class EngineCounters:
         self.remote_kv_tokens_total = 0
         self.kv_transfers_total = 0
         self.kv_transfer_bytes_total = 0
+        self.kv_transfer_failures_total: dict[str, int] = {}
         self.kv_transfer_seconds = HistogramState(
             bounds=[*KV_TRANSFER_BUCKETS_S, float("inf")], counts=[0] * (len(KV_TRANSFER_BUCKETS_S) + 1)
         )
@@ -53,6 +54,8 @@ class EngineCounters:
                 self.kv_transfer_seconds.observe(seconds)
             self.kv_transfers_total += len(transfers.durations_s)
             self.kv_transfer_bytes_total += transfers.num_bytes
+            for kind, n in transfers.failures.items():
+                self.kv_transfer_failures_total[kind] = self.kv_transfer_failures_total.get(kind, 0) + n
         if iteration_stats is not None:
             prompt_tokens = int(getattr(iteration_stats, "num_prompt_tokens", 0))
             generated = int(getattr(iteration_stats, "num_generation_tokens", 0))

@@ -358,6 +358,7 @@ class NodeServer:
             tokens_in_flight=sum(self.tokens.values()),
             remote_kv_tokens_total=c.remote_kv_tokens_total, kv_transfers_total=c.kv_transfers_total,
             kv_transfer_bytes_total=c.kv_transfer_bytes_total, kv_transfer_seconds=c.kv_transfer_seconds,
+            kv_transfer_failures_total=dict(c.kv_transfer_failures_total),
             spec_draft_tokens_total=c.spec_draft_tokens_total,
             spec_accepted_tokens_total=c.spec_accepted_tokens_total,
             prompt_tokens_total=c.prompt_tokens_total, generation_tokens_total=c.generation_tokens_total,
