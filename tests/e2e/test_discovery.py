@@ -5,6 +5,7 @@ answers. "localhost" stands in for a headless Service's name."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,8 +52,15 @@ def complete(url: str, stream: bool, **sampling: object) -> tuple[str, dict[str,
 
 
 def test_workers_found_through_dns_serve(discovering: Gateway, random_cluster: RunningCluster) -> None:
-    workers = {w["id"]: w for w in httpx.get(discovering.url + "/admin/workers", timeout=10).json()}
-    ready = {wid for wid, w in workers.items() if w["state"] == "ready"}
+    # The gateway is healthy once a decode node is ready; the prefill node's handshake may come
+    # a moment later on a loaded machine (a full suite run read the list in between).
+    deadline = time.monotonic() + 30
+    while True:
+        workers = {w["id"]: w for w in httpx.get(discovering.url + "/admin/workers", timeout=10).json()}
+        ready = {wid for wid, w in workers.items() if w["state"] == "ready"}
+        if {re.sub(r"@.*", "", wid) for wid in ready} == {"prefill", "decode"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert {re.sub(r"@.*", "", wid) for wid in ready} == {"prefill", "decode"}, workers
     assert all(wid.split("@")[1].startswith("127.0.0.1:") for wid in ready)  # localhost's IPv4 address
     # same nodes, same answers, greedy and sampled with a seed, streamed and not
