@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import load  # noqa: E402
-from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
 from tests.e2e.cluster import RunningCluster, metric  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -85,12 +84,10 @@ def main() -> None:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     work = OUT / "chaos_run"
-    model = build_checkpoint(work / "model", CheckpointSpec(
-        weights="random", hidden_size=256, num_layers=4, intermediate_size=768, max_position_embeddings=8192))
+    model = load.bench_model(work / "model")
     schedule = load.mixed_schedule(random.Random(args.seed), seconds=args.seconds, rate=args.rate)
     print(f"[bench] {len(schedule)} requests over {args.seconds:.0f} s; kills start at {args.calm:.0f} s", flush=True)
-    config = "[engine]\nkv_cache_gib = 1\nmax_model_len = 4096\n"
-    cluster = RunningCluster(model, work, prefill=2, decode=2, config=config)
+    cluster = RunningCluster(model, work, prefill=2, decode=2, config=load.CLUSTER_CONFIG)
     kills: list[dict[str, object]] = []
     try:
         cluster.wait_ready()

@@ -16,10 +16,21 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 REQUEST_TIMEOUT_S = 300.0
+# The routing benchmarks' cluster: 2 prefill + 2 decode nodes, 1 GiB of KV each, prompts to 4k
+CLUSTER_CONFIG = "[engine]\nkv_cache_gib = 1\nmax_model_len = 4096\n"
+
+
+def bench_model(out_dir: Path) -> Path:
+    """The routing benchmarks' model: random weights, 4 layers of width 256, positions to 8k."""
+    from models.test_checkpoints import CheckpointSpec, build_checkpoint
+
+    return build_checkpoint(out_dir, CheckpointSpec(weights="random", hidden_size=256, num_layers=4,
+                                                    intermediate_size=768, max_position_embeddings=8192))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import load  # noqa: E402
-from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
 from tests.e2e.cluster import RunningCluster, metric  # noqa: E402
 from tests.e2e.gateway import Gateway  # noqa: E402
 
@@ -79,14 +78,12 @@ def main() -> None:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     work = OUT / "routing_mix_run"
-    model = build_checkpoint(work / "model", CheckpointSpec(
-        weights="random", hidden_size=256, num_layers=4, intermediate_size=768, max_position_embeddings=8192))
+    model = load.bench_model(work / "model")
     schedule = load.mixed_schedule(random.Random(args.seed), seconds=args.seconds, rate=args.rate, vocab=VOCAB)
     counts = {k: sum(p.kind == k for p in schedule) for k in ("short", "document", "reasoning")}
     print(f"[bench] schedule: {len(schedule)} requests in {args.seconds:.0f} s ({counts})", flush=True)
     print("[bench] splitmind up: 2 prefill + 2 decode nodes", flush=True)
-    config = "[engine]\nkv_cache_gib = 1\nmax_model_len = 4096\n"
-    cluster = RunningCluster(model, work, prefill=2, decode=2, config=config)
+    cluster = RunningCluster(model, work, prefill=2, decode=2, config=load.CLUSTER_CONFIG)
     results = []
     try:
         cluster.wait_ready()
