@@ -32,6 +32,7 @@ class Breaker:
         self.open_until = 0.0
         self.probe: str | None = None  # the request id of the probe in flight
         self.trips = 0  # times it opened
+        self.on_open: Callable[[], None] | None = None  # told each time it opens (the registry's healthy list)
 
     @property
     def state(self) -> str:
@@ -41,6 +42,8 @@ class Breaker:
 
     def allows(self) -> bool:
         """May a new request go to the worker?"""
+        if self._state == CLOSED:  # the usual answer, without reading the clock
+            return True
         state = self.state
         return state == CLOSED or (state == HALF_OPEN and self.probe is None)
 
@@ -69,3 +72,5 @@ class Breaker:
         self._state, self.probe = OPEN, None
         self.open_until = self.clock() + self.cooldown_s
         self.trips += 1
+        if self.on_open is not None:
+            self.on_open()

@@ -50,12 +50,27 @@ logger = logging.getLogger(__name__)
 
 class TokenLoad:
     """Tokens in flight on one worker from this gateway's streams, kept as a running sum so a
-    routing snapshot of a thousand workers costs no walk over their streams."""
+    routing snapshot of a thousand workers costs no walk over their streams.
 
-    __slots__ = ("tokens",)
+    It also keeps the worker's last snapshot (`WorkerClient.view`), dropped by any change to what
+    the snapshot shows: these tokens (a stream opening, a token arriving, a stream ending), the
+    open streams, a heartbeat, a handshake. A decision then rebuilds only the snapshots of workers
+    that changed since the last one, not a thousand."""
+
+    __slots__ = ("_tokens", "view")
 
     def __init__(self) -> None:
-        self.tokens = 0
+        self._tokens = 0
+        self.view: WorkerView | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, tokens: int) -> None:
+        self._tokens = tokens
+        self.view = None
 
 
 class RequestStream:
@@ -153,13 +168,18 @@ class WorkerClient:
         self.streams: dict[str, RequestStream] = {}
         self.load = TokenLoad()  # tokens of `streams`
         self.breaker = breaker or Breaker(threshold=0)
+        self.breaker.on_open = self._health_changed
+        # The registry's: told of any change to whether this worker is healthy other than its
+        # heartbeat growing old (`WorkerRegistry.healthy`); `in_rotation`: its last list had it.
+        self.on_health_change: Callable[[], None] | None = None
+        self.in_rotation = False
         # Prefill KV whose owner is gone: its request was aborted or released with the KV's
         # address unread, or its reply came after that. The registry has a decode node release it.
         self.on_orphan_kv: Callable[[str, KVTransferParams], None] | None = None
         self._health_waiters: dict[str, asyncio.Future[HealthReply]] = {}
-        self.info: HealthReply | None = None
-        self.stats: NodeStats | None = None
-        self.last_seen_s: float | None = None  # monotonic time of the last stats message
+        self._info: HealthReply | None = None
+        self._stats: NodeStats | None = None
+        self._last_seen_s: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -181,13 +201,58 @@ class WorkerClient:
         self.dealer.close()
         self.sub.close()
 
-    def view(self) -> WorkerView:
-        return view_of(self.worker_id, self.role, len(self.streams), self.load.tokens, self.stats,
-                       self.info is not None and self.info.prefix_caching)
+    @property
+    def info(self) -> HealthReply | None:
+        """The handshake's answer; None until the worker answered one."""
+        return self._info
 
-    def is_healthy(self, heartbeat_timeout_s: float) -> bool:
-        return (self.info is not None and self.last_seen_s is not None
-                and time.monotonic() - self.last_seen_s < heartbeat_timeout_s)
+    @info.setter
+    def info(self, info: HealthReply | None) -> None:
+        self._info = info
+        self.load.view = None
+        self._health_changed()
+
+    @property
+    def last_seen_s(self) -> float | None:
+        """Monotonic time of the last stats message (or reply, once there was one)."""
+        return self._last_seen_s
+
+    @last_seen_s.setter
+    def last_seen_s(self, t: float | None) -> None:
+        before, self._last_seen_s = self._last_seen_s, t
+        # Heard from while out of rotation: maybe back in. (A worker in rotation stays in as its
+        # heartbeat moves on; only going back in time could take it out.)
+        if not self.in_rotation or t is None or before is None or t < before:
+            self._health_changed()
+
+    def _health_changed(self) -> None:
+        if self.on_health_change is not None:
+            self.on_health_change()
+
+    @property
+    def stats(self) -> NodeStats | None:
+        """The last heartbeat."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: NodeStats | None) -> None:
+        self._stats = stats
+        self.load.view = None
+
+    def view(self) -> WorkerView:
+        """The worker's routing snapshot: the one built for an earlier decision while nothing it
+        shows has changed since (`TokenLoad`), else a new one."""
+        view = self.load.view
+        if view is None:
+            view = self.load.view = view_of(self.worker_id, self.role, len(self.streams), self.load.tokens,
+                                            self._stats, self._info is not None and self._info.prefix_caching)
+        return view
+
+    def is_healthy(self, heartbeat_timeout_s: float, now: float | None = None) -> bool:
+        """`now`: `time.monotonic()`, read once for a pass over many workers."""
+        seen = self._last_seen_s
+        return (self._info is not None and seen is not None
+                and (time.monotonic() if now is None else now) - seen < heartbeat_timeout_s)
 
     async def health(self, timeout_s: float) -> HealthReply:
         rid = f"health-{uuid.uuid4().hex[:12]}"
@@ -205,6 +270,7 @@ class WorkerClient:
         stream = RequestStream(req.request_id, self.worker_id, len(req.prompt_token_ids), self.load, self.breaker)
         self._forget(req.request_id)  # a reused id (n samples, a retry) replaces its stream
         self.streams[req.request_id] = stream
+        self.load.view = None  # one stream more
         self.breaker.started(req.request_id)
         await self.dealer.send(encoder.encode(req))
         return stream
@@ -212,7 +278,7 @@ class WorkerClient:
     def _forget(self, request_id: str) -> None:
         stream = self.streams.pop(request_id, None)
         if stream is not None:
-            self.load.tokens -= stream.tokens
+            self.load.tokens -= stream.tokens  # drops the snapshot: the stream count changed too
             self.breaker.ended(request_id)
             unread = stream.unread_kv()
             if unread is not None:

@@ -63,13 +63,17 @@ class Orchestrator:
 
     def _pick(self, profile: Profile, pool: str, req: RouteRequest, clients: list[WorkerClient],
               views: list[WorkerView] | None = None, filtered: bool = True) -> WorkerClient | None:
-        """`filtered=False`: a fallback after the workers tried failed. It skips the filters: the
-        request was admitted, and a stream half-sent is finished on a full node rather than cut."""
-        decision = profile.pick(req, views if views is not None else [c.view() for c in clients], filtered=filtered)
+        """`views`: the clients' snapshots. `filtered=False`: a fallback after the workers tried
+        failed. It skips the filters: the request was admitted, and a stream half-sent is finished
+        on a full node rather than cut."""
+        if views is None:
+            views = [c.view() for c in clients]
+        decision = profile.pick(req, views, filtered=filtered)
         self._decided(pool, decision.reason)
         if decision.worker is None:
             return None
-        return next(c for c in clients if c.worker_id == decision.worker.worker_id)
+        wid = decision.worker.worker_id
+        return next(c for c in clients if c.worker_id == wid)
 
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
              route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 
 import zmq.asyncio
 
-from router.breaker import Breaker
+from router.breaker import CLOSED, Breaker
 from router.client import WorkerClient
 from router.discovery import Discovery, Resolve, resolve_dns
 from splitmind.config import WorkerAddress, WorkerDNS
@@ -52,6 +54,9 @@ class WorkerRegistry:
         self._handshakes: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._sends: set[asyncio.Task[None]] = set()  # fire-and-forget messages, held until sent
+        # `healthy`'s last answer per role: (version, its oldest heartbeat, workers); see there
+        self._version = 0
+        self._healthy: dict[Role, tuple[int, float, list[WorkerClient]]] = {}
 
     def start(self) -> None:
         self._started = True
@@ -67,13 +72,16 @@ class WorkerRegistry:
         if w is not None:
             if address.worker_id in self.leaving:
                 self.leaving.discard(address.worker_id)
+                self.health_changed()
                 logger.info("worker %s is back; checking it again", address.worker_id)
                 w.info = None  # it may be a new process: handshake again before it serves
                 self._start_handshake(w)
             return
         w = WorkerClient(address, self.ctx, self.keys, self.new_breaker())
         w.on_orphan_kv = self._release_orphan
+        w.on_health_change = self.health_changed
         self.workers[address.worker_id] = w
+        self.health_changed()
         if self._started:
             logger.info("worker %s (%s) joined at %s", w.worker_id, w.role.name.lower(), address.rpc_address)
         w.start()
@@ -85,6 +93,7 @@ class WorkerRegistry:
         if w is None or worker_id in self.leaving:
             return
         self.leaving.add(worker_id)
+        self.health_changed()
         logger.info("worker %s left (%d streams still open there finish first)", worker_id, len(w.streams))
         for callback in self.on_leave:
             callback(worker_id, w.role)
@@ -124,6 +133,7 @@ class WorkerRegistry:
     async def _forget(self, worker_id: str) -> None:
         self.leaving.discard(worker_id)
         w = self.workers.pop(worker_id)
+        self.health_changed()
         task = self._handshakes.pop(worker_id, None)
         if task is not None:
             task.cancel()
@@ -142,10 +152,42 @@ class WorkerRegistry:
             await w.close()
         self.ctx.term()
 
+    def health_changed(self) -> None:
+        """Something may have changed which workers are healthy: a worker joined, left or was
+        forgotten, answered a handshake (or must again), was heard from while out of rotation, or
+        its circuit breaker opened. Call it after changing `workers`, `leaving` or
+        `heartbeat_timeout_s` by hand."""
+        self._version += 1
+
     def healthy(self, role: Role) -> list[WorkerClient]:
-        return [w for w in self.workers.values()
-                if w.role == role and w.worker_id not in self.leaving and w.is_healthy(self.heartbeat_timeout_s)
-                and w.breaker.allows()]
+        """The workers of `role` that may take requests, in `workers` order.
+
+        A decision asks for this list of a thousand workers each time; it is kept between calls
+        while it cannot have changed: no `health_changed()` since, no heartbeat in it grown older
+        than `heartbeat_timeout_s`, and every breaker of the role closed (a closed breaker lets
+        requests through until it opens, which it says; an open one turns half-open with time)."""
+        now = time.monotonic()
+        kept = self._healthy.get(role)
+        if kept is not None and kept[0] == self._version and now - kept[1] < self.heartbeat_timeout_s:
+            return list(kept[2])
+        version, timeout, leaving = self._version, self.heartbeat_timeout_s, self.leaving
+        out: list[WorkerClient] = []
+        oldest = math.inf  # the oldest heartbeat in the list
+        closed = True
+        for w in self.workers.values():
+            if w.role != role:
+                continue
+            w.on_health_change = self.health_changed
+            w.in_rotation = (w.worker_id not in leaving and w.is_healthy(timeout, now) and w.breaker.allows())
+            if w.in_rotation:
+                out.append(w)
+                oldest = min(oldest, w.last_seen_s or 0.0)
+            closed = closed and w.breaker.state == CLOSED
+        if closed:
+            self._healthy[role] = (version, oldest, out)
+        else:
+            self._healthy.pop(role, None)
+        return list(out)
 
     def speculative_decoding(self) -> bool:
         """Whether any worker that answered its handshake runs speculative decoding (MTP)."""

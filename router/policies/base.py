@@ -44,9 +44,10 @@ class RouteRequest:
         vLLM's prefix cache keys them, so equal hashes mean an equal prefix."""
         out: list[int] = []
         h = 0
-        ids = self.prompt_token_ids
-        for start in range(0, len(ids) - PREFIX_BLOCK_TOKENS + 1, PREFIX_BLOCK_TOKENS):
-            h = hash((h, tuple(ids[start:start + PREFIX_BLOCK_TOKENS])))
+        # zip over one iterator, PREFIX_BLOCK_TOKENS times: the prompt's full blocks as tuples (a
+        # partial last block is left out, as vLLM leaves it out of its prefix cache)
+        for block in zip(*[iter(self.prompt_token_ids)] * PREFIX_BLOCK_TOKENS, strict=False):
+            h = hash((h, block))
             out.append(h)
         return out
 
@@ -67,7 +68,7 @@ class Scorer(Protocol):
 
 class Picker(Protocol):
     name: str
-    uses_scores: bool  # False: the scorers' output is ignored (the decision's reason is the picker)
+    uses_scores: bool  # False: the scorers' output is ignored, `totals` is empty, the reason is the picker
 
     def pick(self, req: RouteRequest, workers: Sequence[WorkerView], totals: dict[str, float]) -> WorkerView: ...
 

@@ -15,5 +15,4 @@ class KVUsageScorer:
     name = "kv-usage"
 
     def score(self, req: RouteRequest, workers: Sequence[WorkerView]) -> dict[str, float]:
-        return {w.worker_id: 1.0 - w.kv_usage if 0.0 <= w.kv_usage <= 1.0 else float(w.kv_usage < 0.0)
-                for w in workers}
+        return {w.worker_id: 1.0 - kv if 0.0 <= (kv := w.kv_usage) <= 1.0 else float(kv < 0.0) for w in workers}

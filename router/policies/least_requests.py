@@ -14,5 +14,5 @@ class LeastRequestsScorer:
     name = "least-requests"
 
     def score(self, req: RouteRequest, workers: Sequence[WorkerView]) -> dict[str, float]:
-        top = max((w.requests for w in workers), default=0) or 1
+        top = float(max([w.requests for w in workers], default=0) or 1)  # as in least_tokens.py
         return {w.worker_id: 1.0 - w.requests / top for w in workers}

@@ -25,15 +25,22 @@ class PrefixAffinityScorer:
         self.load_bound = load_bound
 
     def score(self, req: RouteRequest, workers: Sequence[WorkerView]) -> dict[str, float]:
+        ids = [w.worker_id for w in workers]
+        scores = dict.fromkeys(ids, 0.0)
         blocks = len(req.block_hashes)
-        if not blocks or not workers:
-            return {w.worker_id: 0.0 for w in workers}
-        mean = sum(w.tokens_in_flight for w in workers) / len(workers)
+        # Only the few candidates that were sent the prefix before can score above 0.
+        hits = [(wid, m) for wid, m in self.index.matched(req).items() if wid in scores] if blocks else []
+        if not hits:
+            return scores
+        tokens = [w.tokens_in_flight for w in workers]
+        mean = sum(tokens) / len(workers)
         # +1 prompt's worth of slack, so that an idle pool (mean 0) still honours affinity
         limit = self.load_bound * mean + req.num_prompt_tokens
-        matched = self.index.matched_blocks(req, [w.worker_id for w in workers])
-        return {w.worker_id: matched[w.worker_id] / blocks if w.tokens_in_flight <= limit else 0.0
-                for w in workers}
+        load = dict(zip(ids, tokens, strict=True)) if len(hits) > 8 else None  # else look the few up
+        for wid, m in hits:
+            if (load[wid] if load is not None else tokens[ids.index(wid)]) <= limit:
+                scores[wid] = m / blocks
+        return scores
 
     def record(self, req: RouteRequest, worker_id: str) -> None:
         self.index.record(req, worker_id)

@@ -21,15 +21,17 @@ class PrefixIndex:
         self.blocks: OrderedDict[int, set[str]] = OrderedDict()
 
     def record(self, req: RouteRequest, worker_id: str) -> None:
+        blocks = self.blocks
+        get, touch = blocks.get, blocks.move_to_end
         for h in req.block_hashes:
-            holders = self.blocks.get(h)
+            holders = get(h)
             if holders is None:
-                self.blocks[h] = {worker_id}
+                blocks[h] = {worker_id}
             else:
                 holders.add(worker_id)
-                self.blocks.move_to_end(h)
-        while len(self.blocks) > self.capacity:
-            self.blocks.popitem(last=False)
+                touch(h)
+        while len(blocks) > self.capacity:
+            blocks.popitem(last=False)
 
     def matched_blocks(self, req: RouteRequest, worker_ids: Sequence[str]) -> dict[str, int]:
         """Per worker, how many of the prompt's leading blocks it was sent before."""
@@ -44,6 +46,23 @@ class PrefixIndex:
                 break
             for wid in alive:
                 matched[wid] = i + 1
+        return matched
+
+    def matched(self, req: RouteRequest) -> dict[str, int]:
+        """`matched_blocks` of every worker sent at least the prompt's first block, none else: a
+        pool of a thousand workers costs what the few that hold the prefix cost."""
+        matched: dict[str, int] = {}
+        alive: set[str] = set()  # the workers holding blocks 0..i-1
+        for i, h in enumerate(req.block_hashes):
+            holders = self.blocks.get(h)
+            still = (alive & holders if i else set(holders)) if holders else set()
+            for wid in alive - still:
+                matched[wid] = i
+            alive = still
+            if not alive:
+                return matched
+        for wid in alive:
+            matched[wid] = len(req.block_hashes)
         return matched
 
     def forget(self, worker_id: str) -> None:

@@ -11,7 +11,7 @@ The reason a profile gives for its pick labels `splitmind_router_decisions_total
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from router.policies.base import Decision, Filter, Picker, Recorder, RouteRequest, WeightedScorer, WorkerView
 
@@ -44,15 +44,25 @@ class Profile:
                 return Decision(None, f.name)
         if len(candidates) == 1:
             return self._chosen(req, candidates[0], "only_candidate")
-        totals = dict.fromkeys((w.worker_id for w in candidates), 0.0)
+        ids = [w.worker_id for w in candidates] if self.scorers or self.picker.uses_scores else []
+        total: list[float] | None = None  # the weighted sum, per candidate in their order
         weighted: list[tuple[str, dict[str, float], float]] = []
         for ws in self.scorers:
             t = time.perf_counter()
             scores = ws.scorer.score(req, candidates)
             self._timed(ws.scorer.name, t)
-            for wid, s in scores.items():
-                totals[wid] += ws.weight * s
-            weighted.append((ws.scorer.name, scores, ws.weight))
+            # A scorer's dict is keyed in the candidates' order (it walks them): read its values
+            # as they are, rather than looking each worker up; a worker it left out scores 0.
+            values: Iterable[float] = scores.values() if list(scores) == ids else [scores.get(i, 0.0) for i in ids]
+            weight = ws.weight
+            if total is None:  # 1.0 * s is s
+                total = list(values) if weight == 1.0 else [weight * s for s in values]
+            else:
+                total = [a + weight * s for a, s in zip(total, values, strict=True)]
+            weighted.append((ws.scorer.name, scores, weight))
+        totals: dict[str, float] = {}  # a picker that ignores scores is given none
+        if self.picker.uses_scores:
+            totals = dict(zip(ids, total, strict=True)) if total is not None else dict.fromkeys(ids, 0.0)
         t = time.perf_counter()
         chosen = self.picker.pick(req, candidates, totals)
         self._timed(self.picker.name, t)

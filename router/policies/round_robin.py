@@ -19,7 +19,7 @@ class RoundRobinPicker:
         self.last = ""
 
     def pick(self, req: RouteRequest, workers: Sequence[WorkerView], totals: dict[str, float]) -> WorkerView:
-        after = [w for w in workers if w.worker_id > self.last]
-        chosen = min(after or workers, key=lambda w: w.worker_id)
-        self.last = chosen.worker_id
-        return chosen
+        ids = [w.worker_id for w in workers]
+        last = self.last
+        self.last = min([i for i in ids if i > last] or ids)
+        return workers[ids.index(self.last)]

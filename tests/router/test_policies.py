@@ -106,6 +106,24 @@ def test_prefix_index_matches_leading_blocks_only_and_stays_bounded() -> None:
     assert all("w2" not in holders for holders in index.blocks.values())
 
 
+def test_prefix_index_names_every_worker_a_prefix_went_to_and_none_forgotten() -> None:
+    """`matched` (the affinity scorer's, over every worker) agrees with `matched_blocks`."""
+    index = PrefixIndex()
+    hot, ids = req(list(range(40))), [f"w{i}" for i in range(20)]
+    for wid in ids:
+        index.record(hot, wid)
+        index.record(req(list(range(16)) + [7] * 16), wid)  # the same first block, then another
+    assert index.matched_blocks(hot, [*ids, "x"]) == {**dict.fromkeys(ids, 2), "x": 0}
+    for gone in ("w0", "w19"):
+        index.forget(gone)
+    assert index.matched_blocks(hot, ["w0", "w1", "w18", "w19"]) == {"w0": 0, "w1": 2, "w18": 2, "w19": 0}
+    index.record(hot, "w0")
+    assert index.matched(hot) == dict.fromkeys(ids[:19], 2)
+    assert index.matched(req(list(range(16)) + [7] * 16)) == {**dict.fromkeys(ids[1:19], 2), "w0": 1}
+    assert index.matched(req(list(range(16)) + [8] * 16)) == dict.fromkeys(ids[:19], 1)
+    assert index.matched(req([8] * 32)) == {}
+
+
 def caching(wid: str) -> WorkerView:
     return WorkerView(wid, Role.DECODE, prefix_caching=True)
 
