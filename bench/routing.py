@@ -43,24 +43,10 @@ from splitmind.protocol import (  # noqa: E402
     Sampling,
     TokenDelta,
 )
+from tests.router.null_sockets import NullContext  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 HEARTBEAT_S = 0.5  # splitmind/node/runtime.py's STATS_INTERVAL_S
-
-
-class NullSocket:
-    """A socket never connected: what a `WorkerClient` that was not started does with one."""
-
-    def setsockopt(self, option: int, value: object) -> None:
-        pass
-
-    async def send(self, data: bytes) -> None:
-        pass
-
-
-class NullContext:
-    def socket(self, kind: int) -> NullSocket:
-        return NullSocket()
 
 
 def heartbeat(client: WorkerClient, rng: random.Random) -> None:

@@ -13,22 +13,7 @@ from router.orchestrator import Orchestrator
 from router.registry import WorkerRegistry
 from splitmind.config import GatewayTuning, WorkerAddress
 from splitmind.protocol import PROTOCOL_VERSION, GenerateRequest, HealthReply, NodeStats, Role, Sampling, TokenDelta
-
-
-class NullSocket:
-    def setsockopt(self, option: int, value: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    async def send(self, data: bytes) -> None:
-        pass
-
-
-class NullContext:
-    def socket(self, kind: int) -> NullSocket:
-        return NullSocket()
+from tests.router.null_sockets import NullContext
 
 
 def client(wid: str, role: Role = Role.DECODE, breaker: Breaker | None = None,
