@@ -47,8 +47,12 @@ class GatewayMetrics:
         self.reasoning_tokens = Counter("splitmind_reasoning_tokens", "Generated tokens inside think blocks.",
                                         registry=r)
         self.forced_endings = Counter(
-            "splitmind_reasoning_forced_endings", "Thinking ended by the gateway, by reason (budget, answer_reserve).",
-            ["reason"], registry=r)
+            "splitmind_reasoning_forced_endings", "Thinking ended by the gateway, by reason (budget, answer_reserve, "
+            "early_exit).", ["reason"], registry=r)
+        self.probes = Counter("splitmind_long2short_probes", "long2short early-exit probes, by outcome (answer, "
+                              "no_answer, failed, cancelled).", ["outcome"], registry=r)
+        self.probe_tokens = Counter("splitmind_long2short_probe_tokens", "Tokens long2short probes sent (the forced "
+                                    "ending and answer prefix) and generated.", registry=r)
 
         def hist(name: str, doc: str) -> Histogram:
             return Histogram(name, doc, buckets=LATENCY_BUCKETS_S, registry=r)
@@ -66,6 +70,10 @@ class GatewayMetrics:
             "node's wait for the prompt's KV) and first_decode_step on a disaggregated request's decode node, "
             "which delay its second token.", ["phase"], buckets=LATENCY_BUCKETS_S, registry=r)
         r.register(NodeCollector(registry))
+
+    def probed(self, outcome: str, tokens: int) -> None:
+        self.probes.labels(outcome).inc()
+        self.probe_tokens.inc(tokens)
 
     def decided(self, pool: str, reason: str) -> None:
         self.router_decisions.labels(pool, reason).inc()

@@ -172,7 +172,7 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
                 len(prepared.prompt_token_ids), prepared.n)
     override = request.headers.get("x-splitmind-route") if st.tuning.allow_route_override else None
     plan = st.orchestrator.plan(rid, prepared.prompt_token_ids, prepared.sampling, override, n=prepared.n,
-                                thinking=prepared.thinking)
+                                thinking=prepared.thinking, early_exit=prepared.early_exit)
     request.state.prefill_worker = plan.prefill_name
     request.state.decode_worker = plan.decode.worker_id
     st.metrics.requests.labels(plan.route).inc()

@@ -14,7 +14,7 @@ from typing import Any
 from api.logprobs import TokenText, chat_logprobs, completion_logprobs
 from api.service import Assembler, Prepared, TextDelta
 from api.state import GatewayState
-from router.pd import Plan
+from router.plan import Plan
 from splitmind.protocol import TokenDelta, TokenLogprob
 
 
@@ -115,16 +115,19 @@ class Response:
     def finish(self) -> None:
         self.st.metrics.e2e.observe(time.perf_counter() - self.t0)
         for sample in self.plan.samples:
-            if sample.forced_endings and sample.thinking is not None:
-                self.st.metrics.forced_endings.labels(sample.thinking.reason).inc(sample.forced_endings)
+            for reason in sample.forced_endings:
+                self.st.metrics.forced_endings.labels(reason).inc()
         self.st.metrics.reasoning_tokens.inc(sum(c.asm.num_reasoning_tokens for c in self.choices))
 
     def usage(self) -> dict[str, Any]:
         n_prompt = len(self.prepared.prompt_token_ids)
         n_out = sum(c.asm.num_completion_tokens for c in self.choices)
         reasoning = sum(c.asm.num_reasoning_tokens for c in self.choices)
+        details: dict[str, int] = {"reasoning_tokens": reasoning}
+        if self.prepared.early_exit is not None:  # extension: what long2short's probes cost, apart
+            details["probe_tokens"] = sum(s.prober.probe_tokens for s in self.plan.samples if s.prober is not None)
         return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out,
-                "completion_tokens_details": {"reasoning_tokens": reasoning}}
+                "completion_tokens_details": details}
 
     def _logprobs(self, choice: Choice, entries: list[TokenLogprob]) -> dict[str, Any] | None:
         if not self.wants_logprobs:

@@ -75,6 +75,7 @@ class OpenRouterReasoning(BaseModel):
     max_tokens: int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)
     exclude: bool | None = None
     enabled: bool | None = None
+    long2short: Literal["off", "early_exit", "no_think"] | None = None  # splitmind's extension
 
 
 class SamplingFields(BaseModel):
@@ -110,6 +111,7 @@ class SamplingFields(BaseModel):
     thinking: AnthropicThinking | None = None  # Anthropic, DeepSeek
     reasoning: OpenRouterReasoning | None = None  # OpenRouter
     include_reasoning: bool | None = None  # vLLM, OpenRouter: false hides the reasoning
+    long2short: Literal["off", "early_exit", "no_think"] | None = None  # splitmind: api/long2short.py
     # Known OpenAI/vLLM fields splitmind does not implement: rejected with a 400.
     best_of: Any = None
 

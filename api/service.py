@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from api.detokenize import StopMatcher, TextStream
+from api.long2short import early_exit_for
 from api.sampling import Deployment, build_sampling
 from api.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
-from api.thinking import resolve, thinking_limit
+from api.thinking import ThinkingChoice, resolve, thinking_limit
 from api.tokenization import ModelFrontend
+from router.early_exit import EarlyExit
 from router.thinking import ThinkingLimit
 from splitmind.errors import InvalidRequestError
 from splitmind.protocol import FinishReason, Sampling, TokenDelta, TokenLogprob
@@ -40,6 +42,7 @@ class Prepared:
     n: int = 1  # choices: samples drawn from one prefill
     thinking: ThinkingLimit | None = None  # where the router ends the thinking
     hidden: bool = False  # the reasoning is counted, never shown
+    early_exit: EarlyExit | None = None  # long2short: probe for a settled answer
 
 
 def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, dep: Deployment) -> Prepared:
@@ -56,7 +59,8 @@ def prepare_chat(req: ChatCompletionRequest, fe: ModelFrontend, dep: Deployment)
     sampling = build_sampling(req, dep, num_prompt=len(ids), model_stop_ids=fe.stop_token_ids)
     starts = fe.prompt_opens_reasoning(ids)
     limit = thinking_limit(choice, fe, max_tokens=sampling.max_tokens, starts_in_reasoning=starts)
-    return Prepared("chat", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden)
+    return Prepared("chat", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden,
+                    _early_exit(choice, fe, limit))
 
 
 def _unicode(text: str, param: str) -> str:
@@ -91,7 +95,12 @@ def prepare_completion(req: CompletionRequest, fe: ModelFrontend, dep: Deploymen
     sampling = build_sampling(req, dep, num_prompt=len(ids), model_stop_ids=fe.stop_token_ids)
     starts = fe.prompt_opens_reasoning(ids)
     limit = thinking_limit(choice, fe, max_tokens=sampling.max_tokens, starts_in_reasoning=starts)
-    return Prepared("completion", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden)
+    return Prepared("completion", ids, sampling, req.stop_list(), starts, req.num_choices, limit, choice.hidden,
+                    _early_exit(choice, fe, limit))
+
+
+def _early_exit(choice: ThinkingChoice, fe: ModelFrontend, limit: ThinkingLimit | None) -> EarlyExit | None:
+    return early_exit_for(fe) if choice.early_exit and limit is not None else None
 
 
 @dataclass

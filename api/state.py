@@ -42,7 +42,8 @@ class GatewayState:
         metrics = GatewayMetrics(registry)
         orchestrator = Orchestrator(registry, config.tuning,
                                     on_fallback=lambda reason: metrics.fallbacks.labels(reason).inc(),
-                                    on_decision=metrics.decided, observe=metrics.plugin_ran)
+                                    on_decision=metrics.decided, observe=metrics.plugin_ran,
+                                    on_probe=metrics.probed)
         return cls(config=config, frontend=ModelFrontend(config.model, config.reasoning_profile), registry=registry,
                    orchestrator=orchestrator, metrics=metrics,
                    prepare_pool=ThreadPoolExecutor(config.tuning.prepare_threads, thread_name_prefix="prepare"))

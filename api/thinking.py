@@ -9,7 +9,10 @@ router enforces.
 - an effort: `reasoning_effort` or `reasoning: {"effort": ...}`, one of minimal, low, medium,
   high, mapped to budgets by the model's reasoning profile;
 - visibility: `include_reasoning: false`, `reasoning: {"exclude": true}`; the server's
-  `[gateway] reasoning = "hidden"` wins over any request.
+  `[gateway] reasoning = "hidden"` wins over any request;
+- long2short: `long2short` or `reasoning: {"long2short": ...}`, one of off, early_exit (ask for
+  thinking, ended once probes agree on the answer, `api/long2short.py`) and no_think (thinking
+  off); the model profile's `long2short` when the request names none and does not disagree.
 
 Dialects that agree may be combined; any disagreement, a budget together with an effort, a
 budget or effort with thinking off, or a budget on a model without think tokens is a 400 naming
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 from api.schemas import ChatCompletionRequest, CompletionRequest
 from api.tokenization import ModelFrontend
-from router.thinking import ThinkingLimit
+from router.thinking import NO_BUDGET, ThinkingLimit
 from splitmind.errors import InvalidRequestError
 
 Request = ChatCompletionRequest | CompletionRequest
@@ -33,6 +36,7 @@ class ThinkingChoice:
     off: bool = False
     budget: int | None = None  # reasoning tokens; None: no budget
     hidden: bool = False  # no reasoning text in any field
+    early_exit: bool = False  # long2short: end the thinking once the answer has settled
 
 
 def _conflict(message: str, *fields: str) -> InvalidRequestError:
@@ -73,7 +77,27 @@ def resolve(req: Request, fe: ModelFrontend, *, server_hidden: bool) -> Thinking
         if r.effort is not None and r.max_tokens is not None:
             raise _conflict("give reasoning.effort or reasoning.max_tokens, not both", "reasoning.effort",
                             "reasoning.max_tokens")
+    modes = {name: mode for name, mode in (("long2short", req.long2short),
+                                           ("reasoning.long2short", r.long2short if r is not None else None))
+             if mode is not None}
+    if len(set(modes.values())) > 1:
+        raise _conflict("long2short modes disagree", *modes)
+    mode: str | None = next(iter(modes.values()), None)
+    if mode == "no_think":
+        off.append(next(iter(modes)))
+    elif mode == "early_exit":
+        on.append(next(iter(modes)))
     on += list(budgets) + list(efforts)
+    if mode is None:  # the server's default, where the request leaves room for it
+        mode = _default_mode(fe, thinking_asked=bool(on), thinking_off=bool(off),
+                             chat=isinstance(req, ChatCompletionRequest))
+        if mode == "no_think":
+            off.append("reasoning.long2short (the server's default)")
+    elif mode != "off" and not fe.is_reasoning_model:
+        raise _conflict("this model has no think tokens, so long2short does not apply", next(iter(modes)))
+    if mode == "early_exit" and fe.profile.answer_pattern is None:
+        raise _conflict("long2short early_exit needs the model's answer_pattern (its reasoning profile has none)",
+                        next(iter(modes)))
     if off and on:
         raise _conflict("thinking is turned off and asked for at once", off[0], on[0])
     if len(set(budgets.values())) > 1:
@@ -97,7 +121,18 @@ def resolve(req: Request, fe: ModelFrontend, *, server_hidden: bool) -> Thinking
     hidden = server_hidden or req.include_reasoning is False or exclude is True
     if hidden and req.return_token_ids:
         raise _conflict("return_token_ids would show the hidden reasoning", "return_token_ids")
-    return ThinkingChoice(off=bool(off), budget=budget, hidden=hidden)
+    return ThinkingChoice(off=bool(off), budget=budget, hidden=hidden, early_exit=mode == "early_exit")
+
+
+def _default_mode(fe: ModelFrontend, *, thinking_asked: bool, thinking_off: bool, chat: bool) -> str:
+    """The profile's long2short where it fits the request: no_think only for a chat that asked
+    for no thinking of its own, early_exit only where thinking is on."""
+    default = fe.profile.long2short
+    if not fe.is_reasoning_model or (default == "no_think" and (thinking_asked or not chat)):
+        return "off"
+    if default == "early_exit" and thinking_off:
+        return "off"
+    return default
 
 
 def thinking_limit(choice: ThinkingChoice, fe: ModelFrontend, *, max_tokens: int, starts_in_reasoning: bool
@@ -120,8 +155,11 @@ def thinking_limit(choice: ThinkingChoice, fe: ModelFrontend, *, max_tokens: int
             budget, reason = reserve_budget, "answer_reserve"
             grace = min(profile.grace_tokens(budget), room - budget)
     if budget is None:
-        return None
+        if not choice.early_exit:
+            return None
+        budget, grace, reason = NO_BUDGET, 0, "none"  # only early exit ends it
     return ThinkingLimit(
         budget=budget, grace=grace, think_start_id=fe.think_start_id,
         think_end_id=fe.think_end_id, starts_in_reasoning=starts_in_reasoning, line_end_ids=fe.line_end_ids(),
+        line_start_ids=fe.line_start_ids(),
         forced_ids=tuple(forced), forced_after_line_ids=tuple(forced_after_line), reason=reason)

@@ -57,7 +57,8 @@ class ModelFrontend:
         self.think_start_id = self._single_token(self.profile.think_start)
         self.think_end_id = self._single_token(self.profile.think_end)
         self.stop_token_ids = self._stop_token_ids(Path(model_dir))
-        self._line_end_ids = self._find_line_end_ids() if self.is_reasoning_model else frozenset()
+        self._line_end_ids, self._line_start_ids = (self._find_line_break_ids() if self.is_reasoning_model
+                                                    else (frozenset(), frozenset()))
         text = self.profile.forced_end
         self._forced = (self.encode(text), self.encode(text.lstrip("\n")))
         self.template_switches = self._template_switches()
@@ -136,15 +137,22 @@ class ModelFrontend:
         # even with tokenization in a worker thread.
         return list(self.tokenizer.encode_batch([text], add_special_tokens=False)[0].ids)
 
-    def _find_line_end_ids(self) -> frozenset[int]:
-        """Decodes the whole vocabulary once, at start (about a second for 150k tokens), so that
+    def _find_line_break_ids(self) -> tuple[frozenset[int], frozenset[int]]:
+        """Tokens whose text ends a line, and tokens whose text starts a new one (`\nt`: many
+        BPE vocabularies, the bundled model's included, glue a newline to what follows it).
+        Decodes the whole vocabulary once, at start (about a second for 150k tokens), so that
         no request waits for it."""
         texts = self.tokenizer.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
-        return frozenset(i for i, t in enumerate(texts) if t.endswith("\n"))
+        return (frozenset(i for i, t in enumerate(texts) if t.endswith("\n")),
+                frozenset(i for i, t in enumerate(texts) if t.startswith("\n") and not t.endswith("\n")))
 
     def line_end_ids(self) -> frozenset[int]:
         """Tokens whose text ends a line (a budget's grace window ends at one)."""
         return self._line_end_ids
+
+    def line_start_ids(self) -> frozenset[int]:
+        """Tokens whose text starts with a line break and goes on (a line ended just before them)."""
+        return self._line_start_ids
 
     def forced_end_ids(self) -> tuple[list[int], list[int]]:
         """The profile's forced ending as token ids: after a cut in the middle of a line, and at

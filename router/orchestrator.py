@@ -15,7 +15,9 @@ from collections.abc import Callable
 import msgspec
 
 from router.client import WorkerClient
-from router.pd import ROUTE_COLOCATED, ROUTE_DISAGGREGATED, Generation, Plan
+from router.early_exit import EarlyExit, ProbeOutcome
+from router.pd import ROUTE_COLOCATED, ROUTE_DISAGGREGATED, Generation
+from router.plan import Plan
 from router.policies.base import RouteRequest, WorkerView
 from router.policies.pd_decider import PrefillCostDecider
 from router.policies.prefix_index import PrefixIndex
@@ -39,8 +41,9 @@ def sample_sampling(sampling: Sampling, index: int) -> Sampling:
 class Orchestrator:
     def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
                  on_fallback: Callable[[str], None] | None = None, on_decision: OnDecision | None = None,
-                 observe: Observe | None = None) -> None:
+                 observe: Observe | None = None, on_probe: ProbeOutcome | None = None) -> None:
         self.registry = registry
+        self.on_probe = on_probe
         self.tuning = tuning
         self.on_fallback = on_fallback
         self.on_decision = on_decision
@@ -76,7 +79,8 @@ class Orchestrator:
         return next(c for c in clients if c.worker_id == wid)
 
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
-             route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None) -> Plan:
+             route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None,
+             early_exit: EarlyExit | None = None) -> Plan:
         req = RouteRequest(request_id, prompt_token_ids, n)
         healthy = self.registry.healthy(Role.DECODE)
         if not healthy:
@@ -117,10 +121,12 @@ class Orchestrator:
 
         first = Generation(request_id if n == 1 else f"{request_id}-0", prompt_token_ids, sampling, decode, prefill,
                            route, reason, self.tuning, kv_on_decode=asyncio.Event() if n > 1 else None,
-                           thinking=thinking, next_prefill=next_worker(Role.PREFILL),
+                           thinking=thinking, early_exit=early_exit, on_probe=self.on_probe,
+                           next_prefill=next_worker(Role.PREFILL),
                            next_decode=next_worker(Role.DECODE), on_fallback=self.on_fallback)
         others = [Generation(f"{request_id}-{i}", prompt_token_ids, sample_sampling(sampling, i), decode, None,
                              ROUTE_COLOCATED, "sample_after_first", self.tuning, start_after=first.kv_on_decode,
-                             thinking=thinking, next_decode=next_worker(Role.DECODE), on_fallback=self.on_fallback)
+                             thinking=thinking, early_exit=early_exit, on_probe=self.on_probe,
+                             next_decode=next_worker(Role.DECODE), on_fallback=self.on_fallback)
                   for i in range(1, n)]
         return Plan(request_id, [first, *others], route, reason)

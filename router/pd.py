@@ -1,7 +1,7 @@
 """Prefill/decode orchestration for one request.
 
-`Orchestrator.plan()` picks the workers (so the API can name them in response headers before
-any token exists); `Generation.stream()` runs the phases:
+`Orchestrator.plan()` picks the workers (a `router/plan.py` `Plan`, so the API can name them in
+response headers before any token exists); `Generation.stream()` runs the phases:
 
 1. prefill (if planned): the prompt with max_tokens=1; yields the first token at once (TTFT)
    and the KV transfer params;
@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 import msgspec
 
 from router.client import RequestStream, WorkerClient
-from router.thinking import ThinkingGuard, ThinkingLimit
+from router.early_exit import EarlyExit, ProbeOutcome, Prober
+from router.thinking import ThinkingGuard, ThinkingLimit, guarded
+from router.timings import PhaseTimings
 from splitmind.config import GatewayTuning
 from splitmind.errors import WorkerError, WorkerRejectedError
 from splitmind.protocol import (
-    EngineTimings,
     FinishReason,
     GenerateRequest,
     KVTransferParams,
@@ -57,26 +58,6 @@ logger = logging.getLogger(__name__)
 
 ROUTE_DISAGGREGATED = "disaggregated"
 ROUTE_COLOCATED = "colocated"
-
-
-@dataclass
-class PhaseTimings:
-    """Seconds spent in each phase, filled in as the request runs (for metrics and benchmarks)."""
-
-    prefill_s: float | None = None  # prefill request sent -> first token back
-    decode_first_s: float | None = None  # decode request sent -> its first token (KV pull included)
-    decode_sent_at: float = 0.0  # perf_counter when the decode request went out
-    decode_pulls_kv: bool = False  # the first decode request receives the prompt's KV
-    # Inside the engines (EngineTimings, measured by vLLM): the queue and the prefill of the node
-    # that computed the first token, the decode node's wait for the KV and its first step.
-    phases: dict[str, float] = field(default_factory=dict)
-
-    def record_engine(self, timings: EngineTimings | None, *, received_kv: bool) -> None:
-        if timings is None:
-            return
-        first, second = ("kv_transfer", "first_decode_step") if received_kv else ("queue", "prefill")
-        if first not in self.phases:
-            self.phases[first], self.phases[second] = timings.wait_s, timings.first_step_s
 
 
 @dataclass
@@ -95,7 +76,10 @@ class Generation:
     kv_on_decode: asyncio.Event | None = None  # set by this sample once the prompt's KV is on the decode node
     start_after: asyncio.Event | None = None  # this sample waits for another's `kv_on_decode`
     thinking: ThinkingLimit | None = None  # where the thinking must end (`router/thinking.py`)
-    forced_endings: int = 0  # thinking endings forced so far
+    forced_endings: list[str] = field(default_factory=list)  # thinking endings forced so far, by reason
+    early_exit: EarlyExit | None = None  # probe for a settled answer (`router/early_exit.py`)
+    on_probe: ProbeOutcome | None = None
+    prober: Prober | None = None  # this sample's probes, once it streams
     # Another healthy prefill node, none of the ones named (None: prefill on the decode node).
     next_prefill: Callable[[frozenset[str]], WorkerClient | None] | None = None
     next_decode: Callable[[frozenset[str]], WorkerClient | None] | None = None  # the same, for decode
@@ -113,6 +97,8 @@ class Generation:
         """Token deltas for the client; the last has `finish_reason` set."""
         open_streams: list[tuple[WorkerClient, RequestStream]] = []
         guard = ThinkingGuard(self.thinking) if self.thinking is not None else None
+        if guard is not None and self.early_exit is not None:
+            self.prober = Prober(self.early_exit, self.request_id, self.on_probe)
         generated: list[int] = []  # every token the client was sent: a continuation resumes after them
         forced: list[int] | None = None  # a thinking ending the guard asked for, not yet sent
         try:
@@ -122,7 +108,7 @@ class Generation:
             first = await self._prefill_or_fall_back(open_streams) if self.prefill is not None else None
             if first is not None:
                 self.unclaimed_kv = first.kv_transfer
-                first, forced = _guarded(guard, first)
+                first, forced = guarded(guard, first)
                 generated += first.token_ids
                 done = forced is None and (first.finish_reason == FinishReason.STOP
                                            or len(generated) >= self.sampling.max_tokens)
@@ -143,12 +129,18 @@ class Generation:
                 self.unclaimed_kv = None  # the decode node has it: its abort frees the prefill's KV
                 try:
                     async for delta in self._decode_deltas(dstream, first_segment=segment == 0):
-                        delta, forced = _guarded(guard, delta)
+                        delta, forced = guarded(guard, delta)
                         generated += delta.token_ids
+                        if self.prober is not None and guard is not None:
+                            if guard.ended:  # by a cut or by the model: no probe is of use now
+                                self.prober.cancel()
+                            else:
+                                self.prober.after(guard, self.prompt_token_ids + generated, self.decode)
                         if delta.token_ids or delta.finish_reason is not None:
                             yield delta
                         if forced is not None:
-                            self.forced_endings += 1
+                            assert guard is not None
+                            self.forced_endings.append(guard.reason)
                             await self._abort(self.decode, dstream, open_streams)
                             break
                         if delta.finish_reason is not None:
@@ -161,6 +153,8 @@ class Generation:
         finally:
             if self.kv_on_decode is not None:
                 self.kv_on_decode.set()  # never leave the other samples waiting
+            if self.prober is not None:
+                self.prober.cancel()
             await self._release(open_streams)
             if self.unclaimed_kv is not None:  # client gone before decode, or the first token was the last
                 await self._release_kv(self.unclaimed_kv)
@@ -288,49 +282,3 @@ class Generation:
             # Shielded: this runs while the caller is being cancelled, and the abort must go out.
             with contextlib.suppress(Exception):
                 await asyncio.shield(worker.abort(stream.request_id))
-
-
-@dataclass
-class Plan:
-    """The workers chosen for one request, and its samples (one per choice)."""
-
-    request_id: str
-    samples: list[Generation]
-    route: str
-    reason: str
-
-    @property
-    def prefill_name(self) -> str:
-        return self.samples[0].prefill_name
-
-    @property
-    def decode(self) -> WorkerClient:
-        return self.samples[0].decode
-
-    @property
-    def timings(self) -> PhaseTimings:
-        return self.samples[0].timings
-
-    def served_by(self) -> dict[str, list[str]]:
-        """The workers that did the work, by phase, in order: after a retry or a migration, not
-        the ones the response headers named at the start."""
-        out: dict[str, list[str]] = {"prefill": [], "decode": []}
-        for sample in self.samples:
-            for phase, worker in sample.served:
-                if worker not in out[phase]:
-                    out[phase].append(worker)
-        return out
-
-    def fallbacks(self) -> list[str]:
-        return [reason for sample in self.samples for reason in sample.fallbacks]
-
-
-def _guarded(guard: ThinkingGuard | None, delta: TokenDelta) -> tuple[TokenDelta, list[int] | None]:
-    """`delta` cut where the thinking must end, and the ending to force there (None: no cut)."""
-    keep = guard.feed(delta.token_ids) if guard is not None else None
-    if keep is None:
-        return delta, None
-    assert guard is not None
-    logprobs = delta.logprobs[:keep] if delta.logprobs is not None else None
-    cut = msgspec.structs.replace(delta, token_ids=delta.token_ids[:keep], logprobs=logprobs, finish_reason=None)
-    return cut, guard.forced_ids()

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
+from splitmind.protocol import TokenDelta
 from splitmind.reasoning import ReasoningSplitter
 
 
@@ -37,7 +40,11 @@ class ThinkingLimit:
     line_end_ids: frozenset[int]  # tokens whose text ends a line
     forced_ids: tuple[int, ...]  # the forced ending after a cut in the middle of a line
     forced_after_line_ids: tuple[int, ...]  # the same, when the cut falls at the start of a line
-    reason: str = "budget"  # "budget" or "answer_reserve": which limit set `budget` (metrics)
+    reason: str = "budget"  # "budget", "answer_reserve" or "none" (early exit alone): what set `budget`
+    line_start_ids: frozenset[int] = frozenset()  # tokens whose text starts a new line (`\nt`)
+
+
+NO_BUDGET = 2**31  # a limit that only early exit (`router/early_exit.py`) will end
 
 
 class ThinkingGuard:
@@ -47,6 +54,21 @@ class ThinkingGuard:
         self.thought = 0  # reasoning tokens generated (markers not counted)
         self.at_line_start = True  # the prompt opens the think block on a line of its own
         self.ended = False  # the thinking is over, naturally or by a cut
+        self.budget, self.grace = limit.budget, limit.grace
+        self.reason = limit.reason  # why the cut came (metrics): the limit's, or "early_exit"
+        self.fed = 0  # tokens fed so far
+        # Where the last line of thinking ended: tokens fed, and reasoning tokens, up to it, and
+        # whether its newline is in (a token ending with it) or still to come (the next token
+        # starts with it). Early exit probes there: the reasoning's step boundaries.
+        self.line_end_fed = self.line_end_thought = 0
+        self.line_end_has_newline = True
+
+    def end_soon(self, grace: int, reason: str) -> None:
+        """End the thinking at the next line end, or after `grace` more tokens (early exit: the
+        answer has settled). A cut already due sooner is kept."""
+        if self.ended or self.budget + self.grace <= self.thought + grace:
+            return
+        self.budget, self.grace, self.reason = min(self.budget, self.thought), grace, reason
 
     def feed(self, token_ids: list[int]) -> int | None:
         """How many of `token_ids` to keep before the forced ending, if the thinking must end in
@@ -57,16 +79,24 @@ class ThinkingGuard:
         for i, tid in enumerate(token_ids):
             was_reasoning = self.splitter.in_reasoning
             self.splitter.feed([tid])
+            self.fed += 1
             if self.splitter.done_reasoning or self.splitter.seen_answer:
                 self.ended = True  # the model closed its thinking itself, or answers without any
                 return None
             if not (was_reasoning and self.splitter.in_reasoning):
                 continue  # the opening marker, or answer text of a model that does not think
-            if self.thought >= lim.budget and self.at_line_start:
-                return self._cut(i)  # the budget is spent and no line is in progress
+            if self.thought >= self.budget and (self.at_line_start or tid in lim.line_start_ids):
+                # The budget is spent and no line is in progress: the last token ended one, or
+                # this one starts the next (`\nt`), and the forced ending starts it instead.
+                return self._cut(i)
             self.thought += 1
             self.at_line_start = tid in lim.line_end_ids
-            if self.thought >= lim.budget and (self.at_line_start or self.thought >= lim.budget + lim.grace):
+            if self.at_line_start:
+                self.line_end_fed, self.line_end_thought, self.line_end_has_newline = self.fed, self.thought, True
+            elif tid in lim.line_start_ids and self.thought > 1:
+                self.line_end_fed, self.line_end_thought, self.line_end_has_newline = (self.fed - 1, self.thought - 1,
+                                                                                       False)
+            if self.thought >= self.budget and (self.at_line_start or self.thought >= self.budget + self.grace):
                 return self._cut(i + 1)
         return None
 
@@ -78,3 +108,14 @@ class ThinkingGuard:
         """The ending to send after the cut."""
         lim = self.limit
         return list(lim.forced_after_line_ids if self.at_line_start else lim.forced_ids)
+
+
+def guarded(guard: ThinkingGuard | None, delta: TokenDelta) -> tuple[TokenDelta, list[int] | None]:
+    """`delta` cut where the thinking must end, and the ending to force there (None: no cut)."""
+    keep = guard.feed(delta.token_ids) if guard is not None else None
+    if keep is None:
+        return delta, None
+    assert guard is not None
+    logprobs = delta.logprobs[:keep] if delta.logprobs is not None else None
+    cut = msgspec.structs.replace(delta, token_ids=delta.token_ids[:keep], logprobs=logprobs, finish_reason=None)
+    return cut, guard.forced_ids()

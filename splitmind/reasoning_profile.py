@@ -8,7 +8,8 @@ works: the transition sentence is Qwen's own.
 
     {"forced_end": "\\nTime is up, so I answer with what I have.\\n</think>",
      "effort_budgets": {"minimal": 16, "low": 64, "medium": 192, "high": null},
-     "answer_reserve": 32, "answer_pattern": "The answer is (-?\\\\d+)\\\\."}
+     "answer_reserve": 32, "answer_pattern": "The answer is (-?\\\\d+)\\\\.",
+     "long2short": "off", "probe_every": 64, "probe_agree": 3, "answer_prefix": "\\n\\nThe answer is "}
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 PROFILE_FILE = "reasoning_profile.json"
 EFFORTS = ("minimal", "low", "medium", "high")
+LONG2SHORT_MODES = ("off", "early_exit", "no_think")
+MAX_PROBE_TOKENS = 256
 QWEN_TRANSITION = ("Considering the limited time by the user, I have to give the solution based on the thinking "
                    "directly now.")
 
@@ -45,6 +48,15 @@ class ReasoningProfile:
     grace_fraction: float = 0.1
     # A regex whose first group is the answer (long2short probes compare it); None: unknown.
     answer_pattern: str | None = None
+    # long2short: the server's default mode ("off", "early_exit", "no_think"), and early exit's
+    # probes: one every `probe_every` reasoning tokens, of at most `probe_max_tokens` greedy
+    # tokens after the forced ending and `answer_prefix`; the last `probe_agree` must agree.
+    long2short: str = "off"
+    # 64 and 3: the only setting near full thinking's accuracy on the bundled model (docs/benchmarks.md)
+    probe_every: int = 64
+    probe_agree: int = 3
+    probe_max_tokens: int = 16
+    answer_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not self.think_start or not self.think_end:
@@ -62,6 +74,14 @@ class ReasoningProfile:
             raise ValueError("reasoning.effort_budgets must not shrink from minimal to high")
         if self.answer_reserve < 0 or self.grace_min_tokens < 0 or not 0 <= self.grace_fraction <= 1:
             raise ValueError("reasoning.answer_reserve and grace_min_tokens must be >= 0, grace_fraction in [0, 1]")
+        if self.long2short not in LONG2SHORT_MODES:
+            raise ValueError(f"reasoning.long2short must be one of {', '.join(LONG2SHORT_MODES)}")
+        if not (self.probe_every >= 1 and self.probe_agree >= 1 and 1 <= self.probe_max_tokens <= MAX_PROBE_TOKENS):
+            raise ValueError(f"reasoning.probe_every and probe_agree must be >= 1, probe_max_tokens in [1, "
+                             f"{MAX_PROBE_TOKENS}]")
+        if self.long2short == "early_exit" and self.answer_pattern is None:
+            raise ValueError("reasoning.long2short = \"early_exit\" needs reasoning.answer_pattern (what a probe's "
+                             "answer is)")
         if self.answer_pattern is not None:
             try:
                 if re.compile(self.answer_pattern).groups < 1:
@@ -79,6 +99,8 @@ class ReasoningProfile:
 _TYPES: dict[str, tuple[type, ...]] = {
     "think_start": (str,), "think_end": (str,), "forced_end": (str,), "effort_budgets": (dict,),
     "answer_reserve": (int,), "grace_min_tokens": (int,), "grace_fraction": (int, float), "answer_pattern": (str,),
+    "long2short": (str,), "probe_every": (int,), "probe_agree": (int,), "probe_max_tokens": (int,),
+    "answer_prefix": (str,),
 }
 
 

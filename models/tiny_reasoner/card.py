@@ -39,6 +39,9 @@ def write_card(model_dir: Path) -> Path:
     budgets_md = model_dir / "budgets.md"
     budgets = (f"{budgets_md.read_text()}\n![accuracy against the thinking a budget allows](budgets.png)\n"
                if budgets_md.exists() else "(not measured yet: `.venv/bin/python bench/thinking_budgets.py --card`)\n")
+    l2s_md = model_dir / "long2short.md"
+    long2short = (f"{l2s_md.read_text()}\n![long2short: accuracy against tokens](long2short.png)\n"
+                  if l2s_md.exists() else "(not measured yet: `.venv/bin/python bench/long2short.py --card`)\n")
     text = f"""# tiny-reasoner
 
 A {recipe['parameters'] / 1e6:.1f}M-parameter reasoning model for verifiable arithmetic, trained by
@@ -125,6 +128,13 @@ takes (`thinking_budget`, `reasoning_effort`), greedy. The server ends the think
 budget once the line in progress is finished (or 16 more tokens), with the forced end above.
 
 {budgets}
+## long2short through the API
+
+`bench/long2short.py --card` asks fresh problems with full thinking, budgets, `no_think` and
+`early_exit` over a grid of probe settings (`probe_every` K, `probe_agree` m), greedy and at
+0.7. Probes are the forced end above and `The answer is `, read greedily.
+
+{long2short}
 ## Limits
 
 It knows this task only. Numbers outside the trained ranges, other operations or free text get

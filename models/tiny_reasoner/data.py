@@ -270,9 +270,11 @@ def reasoning(p: Problem) -> list[str]:
 def reasoning_profile() -> dict[str, object]:
     """What the server needs to know of how this model thinks (`splitmind.reasoning_profile`):
     the ending it was trained to answer after, effort budgets that fit its traces (123 to 366
-    reasoning tokens by difficulty), room for an answer line, and how to read the answer."""
+    reasoning tokens by difficulty), room for an answer line, how to read the answer, and what
+    comes between the forced ending and the answer (long2short's probes)."""
     return {"forced_end": FORCED_END, "effort_budgets": {"minimal": 16, "low": 64, "medium": 192, "high": None},
-            "answer_reserve": 24, "answer_pattern": ANSWER_PATTERN}
+            "answer_reserve": 24, "answer_pattern": ANSWER_PATTERN, "answer_prefix": "\n\nThe answer is ",
+            "probe_every": 64, "probe_agree": 3}
 
 
 def answer_line(p: Problem) -> str:

@@ -35,12 +35,14 @@ def absent_decode_worker() -> WorkerAddress:
 class Gateway:
     def __init__(self, cluster: RunningCluster, log: Path, env: dict[str, str], *, model: Path | None = None,
                  workers: Sequence[WorkerAddress] | None = None, served_model_name: str = "model",
-                 discover: Sequence[WorkerDNS] = (), wait_healthy: bool = True, **tuning: object) -> None:
+                 discover: Sequence[WorkerDNS] = (), wait_healthy: bool = True,
+                 reasoning_profile: dict[str, object] | None = None, **tuning: object) -> None:
         config = GatewayConfig(
             model=str(model or cluster.workdir / "model"), served_model_name=served_model_name, host="127.0.0.1",
             port=free_port("127.0.0.1"), tuning=GatewayTuning(**tuning),  # type: ignore[arg-type]
             workers=tuple(workers if workers is not None else cluster_workers(cluster)),
-            keys_dir=str(getattr(cluster, "keys_dir", "") or ""), discover=tuple(discover))
+            keys_dir=str(getattr(cluster, "keys_dir", "") or ""), discover=tuple(discover),
+            reasoning_profile=dict(reasoning_profile or {}))
         self.url = f"http://127.0.0.1:{config.port}"
         self.log = log
         self._log = open(log, "wb")

@@ -35,7 +35,8 @@ def problems(n: int, seed: int) -> list[Problem]:
 
 
 def ask(cluster: RunningCluster, question: str, **body: Any) -> Any:
-    extra = {k: body.pop(k) for k in list(body) if k not in ("temperature", "max_tokens", "seed", "stream", "n")}
+    extra = {k: body.pop(k) for k in list(body)
+             if k not in ("temperature", "max_tokens", "seed", "stream", "n", "extra_headers", "stream_options")}
     return client(cluster).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=body.pop("max_tokens", 1500),
         extra_body=extra, **body)

@@ -39,7 +39,8 @@ def run_example(code: str, cluster: RunningCluster, tmp: Path) -> str:
 
 
 def test_readme_has_the_examples_tested_here() -> None:
-    assert len(readme_examples()) == 3, "each README example needs its test (here and in test_reasoning_controls)"
+    assert len(readme_examples()) == 4, ("each README example needs its test (here, in test_reasoning_controls "
+                                         "and in test_long2short)")
 
 
 def test_readme_streaming_example_answers_right(reasoner_cluster: RunningCluster, tmp_path: Path) -> None:

@@ -59,3 +59,44 @@ def test_a_model_that_answers_without_thinking_is_never_cut() -> None:
     g = ThinkingGuard(limit(0, starts_in_reasoning=False))
     assert cut(g, [[1, 2, NL, 3] * 10]) is None
     assert g.ended, "the guard stops watching once the answer started"
+
+
+def test_end_soon_cuts_at_the_next_line_end() -> None:
+    g = ThinkingGuard(limit(1000))
+    assert cut(g, [[1, 2]]) is None
+    g.end_soon(4, "early_exit")
+    assert cut(g, [[3, NL, 5]]) == (0, 2) and g.reason == "early_exit"
+    assert g.forced_ids() == list(FORCED_AT_LINE)
+
+
+def test_end_soon_bounds_the_line_with_its_grace() -> None:
+    g = ThinkingGuard(limit(1000))
+    assert cut(g, [[1]]) is None  # a line in progress
+    g.end_soon(2, "early_exit")
+    assert cut(g, [[1] * 10]) == (0, 2)
+
+
+def test_end_soon_at_a_line_start_cuts_at_once() -> None:
+    g = ThinkingGuard(limit(1000))
+    assert cut(g, [[1, NL]]) is None
+    g.end_soon(2, "early_exit")
+    assert cut(g, [[1, 2]]) == (0, 0)
+
+
+def test_end_soon_keeps_a_budget_that_cuts_sooner() -> None:
+    g = ThinkingGuard(limit(3, grace=1))
+    assert cut(g, [[1, 2, 3]]) is None
+    g.end_soon(16, "early_exit")
+    assert cut(g, [[1] * 10]) == (0, 1) and g.reason == "budget"
+
+
+def test_a_spent_budget_cuts_before_a_token_that_starts_the_next_line() -> None:
+    """Vocabularies that glue the newline to the next word (`\\nt`, the bundled model's) have no
+    token that ends a line: the line in progress ends before the token that starts the next."""
+    nl_word = 11
+    lim = ThinkingLimit(budget=3, grace=8, think_start_id=START, think_end_id=END, starts_in_reasoning=True,
+                        line_end_ids=frozenset({NL}), forced_ids=FORCED, forced_after_line_ids=FORCED_AT_LINE,
+                        line_start_ids=frozenset({nl_word}))
+    g = ThinkingGuard(lim)
+    assert cut(g, [[1, 2, 3, 4], [5, nl_word, 6]]) == (1, 1), "the line ran past the budget, then ended"
+    assert g.forced_ids() == list(FORCED), "the ending brings the newline the cut token carried"
