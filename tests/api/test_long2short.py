@@ -10,7 +10,7 @@ import pytest
 
 from api.long2short import early_exit_for
 from api.sampling import Deployment
-from api.schemas import ChatCompletionRequest, CompletionRequest
+from api.schemas import CompletionRequest
 from api.service import prepare_chat, prepare_completion
 from api.thinking import ThinkingChoice, resolve
 from api.tokenization import ModelFrontend
@@ -18,17 +18,7 @@ from models import BUNDLED_MODEL
 from models.test_checkpoints import CheckpointSpec, build_checkpoint
 from router.thinking import NO_BUDGET
 from splitmind.errors import InvalidRequestError
-
-
-@pytest.fixture(scope="module")
-def fe() -> ModelFrontend:
-    return ModelFrontend(str(BUNDLED_MODEL))
-
-
-def chat(**kw: Any) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "What is 1+1?"}], **kw})
-
+from tests.api.test_thinking import chat
 
 DEP = Deployment(vocab_size=10_000, max_model_len=2048, speculative=True)
 

@@ -11,14 +11,8 @@ from api.schemas import ChatCompletionRequest, CompletionRequest
 from api.service import prepare_chat
 from api.thinking import ThinkingChoice, resolve, thinking_limit
 from api.tokenization import ModelFrontend
-from models import BUNDLED_MODEL
 from models.test_checkpoints import CheckpointSpec, build_checkpoint
 from splitmind.errors import InvalidRequestError
-
-
-@pytest.fixture(scope="module")
-def fe() -> ModelFrontend:
-    return ModelFrontend(str(BUNDLED_MODEL))
 
 
 def chat(**kw: Any) -> ChatCompletionRequest:
