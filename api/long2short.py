@@ -5,6 +5,7 @@ from the model's reasoning profile. The probing itself is the router's (`router/
 
 from __future__ import annotations
 
+import functools
 import re
 
 from api.tokenization import ModelFrontend
@@ -13,6 +14,7 @@ from router.early_exit import EarlyExit
 PROBE_TIMEOUT_S = 30.0
 
 
+@functools.cache  # one per frontend: the suffix is tokenized and the pattern compiled once, not per request
 def early_exit_for(fe: ModelFrontend) -> EarlyExit:
     """Early exit for this model; the API has checked that its profile has an `answer_pattern`."""
     profile = fe.profile
