@@ -179,10 +179,12 @@ def wall_clock(clients: dict[tuple[int, int] | None, OpenAI], model: str, proble
                 ask(client, model, ip[1], 0.0, body, seed=ip[0])
                 times.append(time.monotonic() - s)
 
+            asked = list(enumerate(problems[:n]))
             with ThreadPoolExecutor(batch) as pool:
-                list(pool.map(one, enumerate(problems[:n])))
+                list(pool.map(one, asked))
             wall = time.monotonic() - t0
-            lines.append(f"| {name} | {batch} | {n} | {statistics.mean(times):.2f} | {n / wall:.1f} |")
+            mean = statistics.mean(times)
+            lines.append(f"| {name} | {batch} | {len(asked)} | {mean:.2f} | {len(asked) / wall:.1f} |")
             print(f"[long2short] wall clock: {lines[-1]}", flush=True)
     return "\n".join(lines) + "\n"
 
@@ -221,6 +223,8 @@ def main() -> None:
                 r = rows[-1]
                 print(f"[long2short] T={t:g} {name}: {100 * r.accuracy:.1f}% right, {r.reasoning_tokens:.1f} "
                       f"reasoning + {r.probe_tokens:.1f} probe tokens", flush=True)
+                # rows so far, so that a study stopped (or failed) late keeps what it measured
+                (args.out / "long2short.partial.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
         seconds = time.monotonic() - t0
         mark_pareto(rows)
         greedy = [r for r in rows if r.temperature == args.temperatures[0] and r.method.startswith("early_exit")]
