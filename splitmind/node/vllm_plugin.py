@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from splitmind import lifeline
-from splitmind.node import cpu_expand_fix
+from splitmind.node import cpu_expand_fix, cpu_seed_fix
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +29,8 @@ def register() -> None:
     except Exception:  # never stop an engine from starting; say so loudly instead
         logger.exception("splitmind: could not apply the CPU expand fix (vLLM issue 55005); "
                          "sampling with speculative decoding may be wrong")
+    try:
+        cpu_seed_fix.apply()
+    except Exception:
+        logger.exception("splitmind: could not apply the CPU seed fix; a seeded request in a chunked "
+                         "step may kill the engine")

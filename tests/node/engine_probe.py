@@ -5,8 +5,10 @@
 The engine is built from a node's own engine arguments (`splitmind.node.engine.engine_kwargs`:
 MTP when the checkpoint has it, splitmind's vLLM plugin loaded as in every node) without the KV
 connector, so node-level tests can draw thousands of samples without HTTP in the way. A job is
-`{"model": DIR, "mtp_tokens": N|null, "requests": [{"prompt": [ids], "n": K, ...sampling}]}`;
-the output is, per request, the token ids of each of its K samples, plus the plugin's status.
+`{"model": DIR, "mtp_tokens": N|null, "requests": [{"prompt": [ids], "n": K, ...sampling}]}`,
+optionally with `"then": [[requests], ...]`, more rounds, each generated after the one before;
+the output is, per request of every round in order, the token ids of each of its K samples, plus
+the plugins' status.
 Run as a script: vLLM starts its engine core in a child process.
 """
 
@@ -31,20 +33,22 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from splitmind.node import cpu_expand_fix
+    from splitmind.node import cpu_expand_fix, cpu_seed_fix
     from splitmind.node.engine import engine_kwargs
 
     kwargs = engine_kwargs(spec, kv_transfer=False)
     kwargs.pop("disable_log_stats")
     llm = LLM(**kwargs)
-    prompts, params = [], []
-    for r in job["requests"]:
-        r = dict(r)
-        prompts.append(TokensPrompt(prompt_token_ids=r.pop("prompt")))
-        params.append(SamplingParams(detokenize=False, **r))
-    outputs = llm.generate(prompts, params, use_tqdm=False)
-    return {"plugin": cpu_expand_fix.status,
-            "samples": [[list(c.token_ids) for c in out.outputs] for out in outputs]}
+    samples = []
+    for requests in [job["requests"], *job.get("then", [])]:
+        prompts, params = [], []
+        for r in requests:
+            r = dict(r)
+            prompts.append(TokensPrompt(prompt_token_ids=r.pop("prompt")))
+            params.append(SamplingParams(detokenize=False, **r))
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        samples += [[list(c.token_ids) for c in out.outputs] for out in outputs]
+    return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples}
 
 
 if __name__ == "__main__":
