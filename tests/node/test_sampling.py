@@ -13,6 +13,7 @@ import json
 import os
 import random
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ TEMPERATURES = (0.7, 1.0, 1.5)
 FIRST_TOKEN_DRAWS = 3000
 SECOND_TOKEN_DRAWS = 5000
 ACCURACY_PROBLEMS = 80
+# Three seeded prompts that fill more than one engine step (4,096 tokens with MTP, as this probe
+# builds it): the last one's prefill is chunked, and the token sampled at its first chunk thrown away.
+SEEDED_PROMPTS, SEEDED_PROMPT_TOKENS = 3, 1800
 
 
 # -- the expand kernel -------------------------------------------------------------------------
@@ -91,13 +95,28 @@ def test_a_node_refuses_mtp_when_the_plugin_is_left_out() -> None:
 
 # -- what the engine draws -------------------------------------------------------------------
 
-def run_probe(tmp: Path, name: str, job: dict[str, Any]) -> dict[str, Any]:
-    (tmp / f"{name}.json").write_text(json.dumps(job))
-    proc = subprocess.run([str(PYTHON), str(ROOT / "tests/node/engine_probe.py"), str(tmp / f"{name}.json"),
-                           str(tmp / f"{name}.out.json")], capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads((tmp / f"{name}.out.json").read_text())
-    return result
+class Probe:
+    """One `engine_probe.py` run in its own process; `result()` waits for it."""
+
+    def __init__(self, tmp: Path, name: str, job: dict[str, Any]) -> None:
+        (tmp / f"{name}.json").write_text(json.dumps(job))
+        self.out = tmp / f"{name}.out.json"
+        self.log = open(tmp / f"{name}.log", "w+")  # closed by result()
+        self.proc = subprocess.Popen([str(PYTHON), str(ROOT / "tests/node/engine_probe.py"), str(tmp / f"{name}.json"),
+                                      str(self.out)], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def result(self, timeout_s: float = 900) -> dict[str, Any]:
+        try:
+            code = self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.log.seek(0)
+            output = self.log.read()
+            self.log.close()
+        assert code == 0, output[-6000:]
+        result: dict[str, Any] = json.loads(self.out.read_text())
+        return result
 
 
 class Reference:
@@ -119,10 +138,9 @@ class Reference:
         uncertain (for the ordinary sampler), and one whose first token is certain and whose
         second is uncertain, so that every draw tests the token the rejection sampler picks."""
         rng = random.Random(0)
+        candidates = [[rng.randrange(3, 380) for _ in range(16)] for _ in range(2000)]
         spread: list[int] | None = None
-        for _ in range(2000):
-            prompt = [rng.randrange(3, 380) for _ in range(16)]
-            first = torch.softmax(self.logits([prompt])[0] / max(TEMPERATURES), -1)
+        for prompt, first in self._first_tokens(candidates):
             if spread is None and first.max() < 0.6 and tail_mass(first) < 0.05:
                 spread = prompt
             if first.max() > 0.995:
@@ -132,6 +150,14 @@ class Reference:
                 if second.max() < 0.7 and tail_mass(hot) < 0.05 and spread is not None:
                     return spread, prompt, token
         raise AssertionError("no suitable prompts found")
+
+    def _first_tokens(self, prompts: list[list[int]], chunk: int = 100) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Each prompt with its first token's distribution at the hottest temperature, a chunk of
+        prompts per forward pass (one at a time, the search took half a minute)."""
+        for i in range(0, len(prompts), chunk):
+            batch = prompts[i:i + chunk]
+            probs = torch.softmax(self.logits(batch) / max(TEMPERATURES), -1)
+            yield from zip(batch, probs, strict=True)
 
 
 def tail_mass(p: torch.Tensor) -> float:
@@ -177,21 +203,40 @@ def right_fraction(samples: list[list[int]], problems: list[Problem]) -> float:
 @pytest.fixture(scope="module")
 def draws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One engine with MTP on (a start costs half a minute on 2 cores) for every MTP-on draw: the
-    frequency tests' and the accuracy test's."""
-    ref = Reference()
-    spread, certain, first_token = ref.find_prompts()
-    requests = []
-    for t in TEMPERATURES:
-        requests.append({"prompt": spread, "n": FIRST_TOKEN_DRAWS, "temperature": t, "max_tokens": 1,
-                         "ignore_eos": True})
-        requests.append({"prompt": certain, "n": SECOND_TOKEN_DRAWS, "temperature": t, "max_tokens": 2,
-                         "ignore_eos": True})
-    frequency_requests = len(requests)
-    requests += accuracy_requests(accuracy_problems())
-    out = run_probe(tmp_path_factory.mktemp("probe"), "mtp", {"model": str(BUNDLED_MODEL), "mtp_tokens": 1,
-                                                             "requests": requests})
+    frequency tests' and the accuracy test's; and, at the same time in another process, one with
+    MTP off for the accuracy test's baseline (the two starts overlap: each is mostly one core's
+    imports)."""
+    tmp = tmp_path_factory.mktemp("probe")
+    problems = accuracy_problems()
+    off = Probe(tmp, "off", {"model": str(BUNDLED_MODEL), "mtp_tokens": 0, "requests": accuracy_requests(problems)})
+    try:
+        ref = Reference()
+        spread, certain, first_token = ref.find_prompts()
+        requests = []
+        for t in TEMPERATURES:
+            requests.append({"prompt": spread, "n": FIRST_TOKEN_DRAWS, "temperature": t, "max_tokens": 1,
+                             "ignore_eos": True})
+            requests.append({"prompt": certain, "n": SECOND_TOKEN_DRAWS, "temperature": t, "max_tokens": 2,
+                             "ignore_eos": True})
+        frequency_requests = len(requests)
+        requests += accuracy_requests(problems)
+        seeded = seeded_requests()
+        out = Probe(tmp, "mtp", {"model": str(BUNDLED_MODEL), "mtp_tokens": 1, "requests": requests,
+                                 "then": [seeded, seeded[-1:]]}).result()
+        off_samples = off.result()["samples"]
+    finally:
+        if off.proc.poll() is None:  # the MTP-on run failed: the other one has no reader
+            off.proc.kill()
+    main = len(requests)
     return {"ref": ref, "spread": spread, "certain": certain, "first_token": first_token, "out": out,
-            "accuracy_on": out["samples"][frequency_requests:]}
+            "accuracy_on": out["samples"][frequency_requests:main], "accuracy_off": off_samples,
+            "seeded_together": out["samples"][main:main + SEEDED_PROMPTS], "seeded_alone": out["samples"][-1]}
+
+
+def seeded_requests() -> list[dict[str, Any]]:
+    rng = random.Random(5)
+    return [{"prompt": [rng.randrange(3, 380) for _ in range(SEEDED_PROMPT_TOKENS)], "n": 1, "temperature": 1.0,
+             "max_tokens": 12, "seed": 100 + i, "ignore_eos": True} for i in range(SEEDED_PROMPTS)]
 
 
 @pytest.mark.parametrize("temperature", TEMPERATURES)
@@ -221,15 +266,39 @@ def test_mtp_verified_token_frequencies_match_softmax_over_temperature(draws: di
     assert tvd < 0.03
 
 
-def test_mtp_on_samples_as_accurately_as_mtp_off(draws: dict[str, Any], tmp_path: Path) -> None:
+def test_mtp_on_samples_as_accurately_as_mtp_off(draws: dict[str, Any]) -> None:
     """Same problems at temperature 1.0 (the OpenAI default) with and without MTP. The model
     answers about 98% right either way; a broken sampler answers none. (80 problems: the
     difference of two 98% rates has a standard deviation of about 0.022; the bound is 3.6 of them.)"""
     problems = accuracy_problems()
     on = right_fraction(draws["accuracy_on"], problems)
-    off_run = run_probe(tmp_path, "off", {"model": str(BUNDLED_MODEL), "mtp_tokens": 0,
-                                          "requests": accuracy_requests(problems)})
-    off = right_fraction(off_run["samples"], problems)
+    off = right_fraction(draws["accuracy_off"], problems)
     print(f"T=1.0, {len(problems)} problems: MTP on {on:.3f}, MTP off {off:.3f}")
     assert off > 0.9, f"MTP off: {off:.3f}"
     assert abs(on - off) <= 0.08, f"MTP on {on:.3f} vs off {off:.3f}"
+
+
+def test_a_seeded_request_draws_the_same_tokens_when_its_prefill_is_chunked(draws: dict[str, Any]) -> None:
+    """vLLM's runner rewinds a seeded request's generator after a step whose token it throws away
+    (a chunk of its prompt) by a CUDA-only offset: on CPU that raised and killed the engine, at
+    any temperature > 0 with a `seed` (splitmind/node/cpu_seed_fix.py). The draws fixture's engine
+    ran these requests after its others; had it died, every test on the fixture would error.
+    Alone, the last prompt fits one step: its tokens must be the ones it drew chunked."""
+    assert draws["out"]["seed_fix"] == "fixed"
+    together, alone = draws["seeded_together"], draws["seeded_alone"]
+    assert [len(s[0]) for s in together] == [12] * SEEDED_PROMPTS
+    assert together[-1] == alone, "the chunked prefill changed what a seeded request drew"
+
+
+def test_installed_vllm_still_needs_the_seed_fix() -> None:
+    """Notices the day vLLM (or PyTorch, giving CPU generators an offset) fixes it: then
+    splitmind/node/cpu_seed_fix.py and its line in the plugin can go."""
+    from vllm.platforms import current_platform
+
+    from splitmind.node import cpu_seed_fix
+
+    if not current_platform.is_cpu():
+        pytest.skip("not vLLM's CPU build: generators are CUDA ones, with offsets")
+    with pytest.raises(RuntimeError, match="does not use offset"):
+        torch.Generator().get_offset()
+    assert cpu_seed_fix.needed() is None, "vLLM no longer rewinds by offset: remove splitmind's CPU seed fix"
