@@ -74,7 +74,7 @@ def test_sampled_answers_are_right_and_drafts_accepted(reasoner_cluster: Running
     problems = [sample_problem(rng) for _ in range(20)]
     drafted = spec_counter(reasoner_cluster, "draft")
     accepted = spec_counter(reasoner_cluster, "accepted")
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(len(problems)) as pool:  # all at once: the engines batch them
         answers = list(pool.map(lambda ip: ask(reasoner_cluster, ip[1], temperature=temperature, seed=ip[0]),
                                 enumerate(problems)))
     right = [a == f"The answer is {p.answer}." for a, p in zip(answers, problems, strict=True)]
@@ -193,6 +193,27 @@ def test_same_seed_same_route_same_text(reasoner_cluster: RunningCluster, route:
     a, b, other = once(1234), once(1234), once(99)
     assert a == b
     assert a != other, "a different seed should draw differently from this spread distribution"
+
+
+def test_long_seeded_prompts_at_once_leave_every_engine_alive(reasoner_cluster: RunningCluster) -> None:
+    """Three 1,800-token prompts with seeds at the default temperature, on each route: more than
+    one engine step holds (2,048 tokens with MTP), so a prompt is prefilled in chunks, which
+    killed vLLM's CPU engine for a seeded request (splitmind/node/cpu_seed_fix.py)."""
+    rng = random.Random(3)
+    prompts = [[rng.randrange(3, 380) for _ in range(1800)] for _ in range(3)]
+    jobs = [(route, i) for route in ("disaggregated", "colocated") for i in range(len(prompts))]
+
+    def one(job: tuple[str, int]) -> Any:
+        route, i = job
+        return client(reasoner_cluster).completions.create(
+            model=MODEL, prompt=prompts[i], max_tokens=8, seed=i, extra_body={"ignore_eos": True},
+            extra_headers={"x-splitmind-route": route})
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        replies = list(pool.map(one, jobs))
+    assert all(r.usage.completion_tokens == 8 for r in replies)
+    workers = httpx.get(reasoner_cluster.url + "/admin/workers", timeout=10).json()
+    assert all(w["state"] == "ready" and w["restarts"] == 0 for w in workers), workers
 
 
 @pytest.mark.parametrize("field, value", [("min_p", 0.05), ("logit_bias", {"17": 5})])
