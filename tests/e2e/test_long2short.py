@@ -58,7 +58,7 @@ def eager(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFac
 def full_thinking(reasoner_cluster: RunningCluster) -> list[Any]:
     """The 20 problems greedy with full thinking, once: greedy output is the same on either route
     (tests/e2e/test_pd_identity.py)."""
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:  # all at once: the engines batch them
         return list(pool.map(lambda p: ask(reasoner_cluster, p.question, temperature=0), QUESTIONS))
 
 
@@ -71,7 +71,7 @@ def test_early_exit_thinks_less_and_answers_on_20_problems(eager: Gateway, full_
         return ask(eager, q, temperature=0, extra_headers={"x-splitmind-route": route},  # type: ignore[arg-type]
                    long2short="early_exit")
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
         early = list(pool.map(lambda p: one(p.question), QUESTIONS))
     for f, e in zip(full_thinking, early, strict=True):
         content = e.choices[0].message.content or ""

@@ -24,6 +24,10 @@ from splitmind.launcher import free_port
 from tests.e2e.cluster import ROOT, SPLITMIND, RunningCluster, metric
 from tests.e2e.conftest import BASE_CONFIG, client, running
 
+# The decode node whose engine the migration test killed, for the file's last test, which waits
+# for its restart (the tests between run while it loads).
+RESTARTING: dict[str, dict[str, object]] = {}
+
 
 def up(*args: str, timeout_s: float) -> tuple[int, str, float]:
     t0 = time.monotonic()
@@ -43,30 +47,18 @@ def test_a_taken_port_stops_up_before_anything_loads(tmp_path: Path) -> None:
     assert "starting prefill-0" not in out and "starting decode-0" not in out  # nothing loaded
 
 
-def test_a_model_the_engine_cannot_run_fails_up_with_the_engines_reason(tmp_path: Path) -> None:
-    """Hidden 96 with 4 heads: head size 24, which vLLM's CPU attention has no kernel for. The
-    engine builds; only a real request finds out. The warm-up runs one before the node is ready."""
-    model = build_checkpoint(tmp_path / "model", CheckpointSpec(hidden_size=96, num_heads=4, num_kv_heads=2))
-    code, out, _ = up("--model", str(model), "--prefill", "0", "--log-dir", str(tmp_path / "logs"), timeout_s=600)
-    assert code != 0, out
-    assert "ready in" not in out, out
-    # The engine's own reason leads, from the engine core's lines in the node's log. (When a vLLM
-    # release gains a kernel for head size 24, this test says so: pick another unsupported shape.)
-    assert "decode-0 exited with code 3: RuntimeError: Worker failed with error 'Unsupported CPU attention " \
-           "configuration: head_dim=24" in out, out
-    assert "the engine failed its warm-up request" in out, out
-
-
 @pytest.fixture(scope="module")
 def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """1 prefill + 2 decode nodes on the scripted model, for killing nodes without disturbing
-    the clusters other tests share."""
+    """2 decode nodes (colocated) on the scripted model, for killing one without disturbing the
+    clusters other tests share. No prefill node: a stream moves between decode nodes the same
+    way after a remote prefill (tests/router/test_fallback.py), and a third engine on 2 cores
+    doubled this cluster's start (158 s against about 60)."""
     for cluster in running(build_checkpoint(tmp_path_factory.mktemp("supervised") / "model",
                                             CheckpointSpec(weights="scripted")),
-                           tmp_path_factory.mktemp("supervised-run"), prefill=1, decode=2, config=BASE_CONFIG):
-        # `splitmind up` is ready once requests can be served; the prefill node's first heartbeat
-        # may come a moment later, and these tests need every node in rotation.
-        for worker_id in ("prefill-0", "decode-0", "decode-1"):
+                           tmp_path_factory.mktemp("supervised-run"), prefill=0, decode=2, config=BASE_CONFIG):
+        # `splitmind up` is ready once requests can be served; a node's first heartbeat may come
+        # a moment later, and these tests need every node in rotation.
+        for worker_id in ("decode-0", "decode-1"):
             _wait_ready(cluster, worker_id, limit_s=30)
         yield cluster
 
@@ -100,7 +92,7 @@ def _engine_core(node_pid: int) -> psutil.Process:
 def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: RunningCluster) -> None:
     """The engine under a streaming reply dies: the node exits instead of answering errors, the
     stream goes on, uninterrupted, on the other decode node (prompt plus the tokens already sent
-    re-prefilled there), and `splitmind up` restarts the node, which rejoins."""
+    re-prefilled there), and `splitmind up` restarts the node (which rejoins: the file's last test)."""
     body = {"model": "model", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 600,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     counted = fallbacks(supervised, "decode_migrate")
@@ -139,19 +131,35 @@ def test_a_decode_engine_dying_mid_stream_hands_the_stream_over(supervised: Runn
     assert comments == [f": served-by prefill={prefill} decode={decode} fallbacks=decode_migrate"]  # for any client
     assert fallbacks(supervised, "decode_migrate") == counted + 1
     node.wait(30)  # the node left instead of answering errors
-    after = _wait_ready(supervised, str(victim["id"]), replacing=victim["pid"])
-    assert after["restarts"] == 1 and after["pid"] != victim["pid"]
-    assert metric(supervised.url, "splitmind_worker_restarts_total", worker=str(victim["id"])) == 1
-    up_log = (supervised.workdir / "up.log").read_text()
-    assert f"{victim['id']} exited (code 3); restart 1 in 1 s" in up_log
-    node_log = supervised.node_log(str(victim["id"]))  # appended on restart: the crash stays readable
-    assert node_log.index("its vLLM engine died") < node_log.index(f"[splitmind] restart 1 of {victim['id']}")
+    t0 = time.monotonic()
+    while f"{victim['id']} exited (code 3); restart 1 in 1 s" not in (supervised.workdir / "up.log").read_text():
+        assert time.monotonic() - t0 < 15, "splitmind up did not restart the node"
+        time.sleep(0.2)
+    # The restarted node loads while the next tests run; the last test of this file waits for it.
+    RESTARTING["victim"] = victim
 
 
-def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(supervised: RunningCluster) -> None:
+def test_a_model_the_engine_cannot_run_fails_up_with_the_engines_reason(tmp_path: Path) -> None:
+    """Hidden 96 with 4 heads: head size 24, which vLLM's CPU attention has no kernel for. The
+    engine builds; only a real request finds out. The warm-up runs one before the node is ready."""
+    model = build_checkpoint(tmp_path / "model", CheckpointSpec(hidden_size=96, num_heads=4, num_kv_heads=2))
+    code, out, _ = up("--model", str(model), "--prefill", "0", "--log-dir", str(tmp_path / "logs"), timeout_s=600)
+    assert code != 0, out
+    assert "ready in" not in out, out
+    # The engine's own reason leads, from the engine core's lines in the node's log. (When a vLLM
+    # release gains a kernel for head size 24, this test says so: pick another unsupported shape.)
+    assert "decode-0 exited with code 3: RuntimeError: Worker failed with error 'Unsupported CPU attention " \
+           "configuration: head_dim=24" in out, out
+    assert "the engine failed its warm-up request" in out, out
+
+
+def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(random_cluster: RunningCluster) -> None:
     """SIGKILL (the OOM killer) on the only prefill node: requests already routed to it are
     prefilled on their decode node instead, the client sees normal responses, the node's engine
-    processes do not outlive it, and `splitmind up` restarts it."""
+    processes do not outlive it, and `splitmind up` restarts it. On the session's random
+    cluster, whose other tests ran before this file (test_discovery, test_pd_identity,
+    test_sampling): its own teardown then checks that the restarted node dies with the launcher."""
+    supervised = random_cluster
     before = _wait_ready(supervised, "prefill-0")
     counted = fallbacks(supervised, "prefill_local")
     node = psutil.Process(int(before["pid"]))  # type: ignore[call-overload]
@@ -171,8 +179,20 @@ def test_a_prefill_node_killed_before_it_answers_costs_the_client_nothing(superv
     assert whole.model_extra["splitmind"]["served_by"]["prefill"] == []  # type: ignore[index]
     assert fallbacks(supervised, "prefill_local") >= counted + 1
     assert psutil.wait_procs(engine, timeout=15)[1] == []  # the engine died with its node
-    # `splitmind up` restarts it (the decode test above waits for a restarted node to rejoin).
+    # `splitmind up` restarts it (the last test here waits for a restarted node to rejoin; this
+    # one is back long before the random cluster's teardown, many test files later).
     t0 = time.monotonic()
     while "prefill-0 exited (code -9); restart 1 in 1 s" not in (supervised.workdir / "up.log").read_text():
         assert time.monotonic() - t0 < 15
         time.sleep(0.2)
+
+
+def test_the_dead_decode_node_is_restarted_and_rejoins(supervised: RunningCluster) -> None:
+    """The decode node whose engine died above (restarted while the tests between ran)."""
+    assert "victim" in RESTARTING, "the decode engine test did not get as far as the restart"
+    victim = RESTARTING["victim"]
+    after = _wait_ready(supervised, str(victim["id"]), replacing=victim["pid"])
+    assert after["restarts"] == 1 and after["pid"] != victim["pid"]
+    assert metric(supervised.url, "splitmind_worker_restarts_total", worker=str(victim["id"])) == 1
+    node_log = supervised.node_log(str(victim["id"]))  # appended on restart: the crash stays readable
+    assert node_log.index("its vLLM engine died") < node_log.index(f"[splitmind] restart 1 of {victim['id']}")

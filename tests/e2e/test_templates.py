@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,15 +15,29 @@ MESSAGES = [{"role": "user", "content": "What is 6*7?"}]
 
 
 @pytest.fixture(scope="module")
-def plain_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """A model whose template leaves `<think>` to the model; colocated: one decode node."""
-    tmp = tmp_path_factory.mktemp("plain")
-    model = build_checkpoint(tmp / "model", CheckpointSpec(weights="scripted", template="plain"))
-    cluster = RunningCluster(model, tmp, prefill=0, config=BASE_CONFIG)
-    cluster.wait_ready()
-    yield cluster
-    if cluster.proc.poll() is None:
-        cluster.stop()
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningCluster]]:
+    """Two colocated clusters (one decode node each) on models whose template leaves `<think>` to
+    the model: "plain" has think tokens, "bare" has none. Both start at once: a node's start is
+    mostly one core's imports, so two single-node starts take about as long as one."""
+    started: dict[str, RunningCluster] = {}
+    try:
+        for name, think in (("plain", True), ("bare", False)):
+            tmp = tmp_path_factory.mktemp(name)
+            model = build_checkpoint(tmp / "model", CheckpointSpec(weights="scripted", template="plain",
+                                                                  think_tokens=think))
+            started[name] = RunningCluster(model, tmp, prefill=0, config=BASE_CONFIG)
+        for cluster in started.values():
+            cluster.wait_ready()
+        yield started
+    finally:
+        for cluster in started.values():
+            if cluster.proc.poll() is None:
+                cluster.stop()
+
+
+@pytest.fixture
+def plain_cluster(clusters: dict[str, RunningCluster]) -> RunningCluster:
+    return clusters["plain"]
 
 
 def test_model_that_opens_its_own_think_block(plain_cluster: RunningCluster) -> None:
@@ -55,16 +68,9 @@ def test_sigterm_stops_every_process_within_20s(plain_cluster: RunningCluster) -
         httpx.get(plain_cluster.url + "/health", timeout=2)
 
 
-def test_model_without_reasoning(tmp_path: Path) -> None:
-    model = build_checkpoint(tmp_path / "model",
-                             CheckpointSpec(weights="scripted", template="plain", think_tokens=False))
-    cluster = RunningCluster(model, tmp_path, prefill=0, config=BASE_CONFIG)
-    try:
-        cluster.wait_ready()
-        r = client(cluster).chat.completions.create(model="model", messages=MESSAGES, temperature=0)
-        msg = r.choices[0].message
-        assert msg.content == " The answer is 42"
-        assert (msg.model_extra or {}).get("reasoning_content") is None
-        assert r.usage.completion_tokens_details.reasoning_tokens == 0  # type: ignore[union-attr]
-    finally:
-        cluster.stop()
+def test_model_without_reasoning(clusters: dict[str, RunningCluster]) -> None:
+    r = client(clusters["bare"]).chat.completions.create(model="model", messages=MESSAGES, temperature=0)
+    msg = r.choices[0].message
+    assert msg.content == " The answer is 42"
+    assert (msg.model_extra or {}).get("reasoning_content") is None
+    assert r.usage.completion_tokens_details.reasoning_tokens == 0  # type: ignore[union-attr]
