@@ -1,8 +1,9 @@
 """long2short on the bundled reasoner: accuracy against tokens for full thinking, budgets,
 no_think and early exit over a grid of (probe every K reasoning tokens, m probes agree).
 
-    .venv/bin/python bench/long2short.py            # bundled model, 300 problems, greedy and 0.7; ~40 min on 2 cores
+    .venv/bin/python bench/long2short.py            # bundled model, 300 problems, greedy and 0.7; ~70 min on 2 cores
     .venv/bin/python bench/long2short.py --card     # also into the model card (models/tiny-reasoner/)
+    .venv/bin/python bench/long2short.py --card --resume bench/out/long2short.partial.json  # after a stop
 
 Starts `splitmind up` (prefill node, NIXL, decode node with MTP, prefix caching on) unless
 `--url` points at a running gateway, and asks the same fresh problems (seed 20261202, apart
@@ -197,7 +198,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--card", action="store_true", help="also write long2short.md and long2short.png into --model")
+    ap.add_argument("--resume", type=Path, help="rows already measured (a long2short.partial.json of an earlier "
+                    "run with the same problems): only the missing settings run")
     args = ap.parse_args()
+    done: dict[tuple[float, str], Row] = {}
+    if args.resume is not None:
+        for r in json.loads(args.resume.read_text()):
+            row = Row(**r)
+            if row.problems == args.problems and row.errors == 0:  # a setting that failed runs again
+                done[(row.temperature, row.setting)] = row
+        print(f"[long2short] {len(done)} rows from {args.resume}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
     problems = [sample_problem(rng) for _ in range(args.problems)]
@@ -219,6 +229,9 @@ def main() -> None:
         rows: list[Row] = []
         for t in args.temperatures:
             for method, name, body in settings():
+                if (t, name) in done:
+                    rows.append(done[(t, name)])
+                    continue
                 rows.append(run_setting(clients, model, method, name, body, problems, t, args.concurrency))
                 r = rows[-1]
                 print(f"[long2short] T={t:g} {name}: {100 * r.accuracy:.1f}% right, {r.reasoning_tokens:.1f} "
@@ -239,8 +252,10 @@ def main() -> None:
         for g in extra:
             g.stop()
         cluster.stop()
-    report = (table(rows, args.problems, seconds) + f"\nWall clock, greedy (best early exit: {best.setting}):\n\n"
-              + clock)
+    resumed = (f"\n{len(done)} of these rows were measured by an earlier run of the same script and problems "
+               f"(`--resume`); its time is not in the total above.\n" if done else "")
+    report = (table(rows, args.problems, seconds) + resumed
+              + f"\nWall clock, greedy (best early exit: {best.setting}):\n\n" + clock)
     print(report)
     (args.out / "long2short.md").write_text(report)
     (args.out / "long2short.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
