@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 _ERROR_LINE = re.compile(r"\b([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
-_WRAPPERS = ("EngineDeadError", "EngineCore encountered an issue", "[splitmind]")
+# Lines that only say the engine failed, and point back at the cause logged above them.
+_WRAPPERS = ("EngineDeadError", "EngineCore encountered an issue", "Engine core initialization failed", "[splitmind]")
 
 
 def root_cause(lines: list[str]) -> str | None:

@@ -51,3 +51,20 @@ def test_the_root_cause_is_the_engines_error_not_the_wrapper() -> None:
     cause = root_cause(log)
     assert cause is not None and cause.startswith("RuntimeError: Worker failed with error 'Unsupported CPU attention")
     assert root_cause(["all fine", "INFO ready"]) is None
+
+
+def test_an_engine_that_cannot_start_names_why() -> None:
+    """A KV cache that does not fit: the engine core's start fails, and the frontend's last line
+    says only that it failed (seen in a full suite run, 2026-12-02)."""
+    from splitmind.failure_report import root_cause
+
+    log = [
+        "(EngineCore pid=1) ERROR [core.py:1510] RuntimeError: Worker failed with error 'Available memory on node 0 "
+        "(2.22/23.54 GiB) on kv cache allocation is less than requested memory for kv (4.0 GiB). Decrease "
+        "--kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used by other processes.', please "
+        "check the stack trace above for the root cause",
+        "Traceback (most recent call last):",
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+    ]
+    cause = root_cause(log)
+    assert cause is not None and "Available memory on node 0" in cause
