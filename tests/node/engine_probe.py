@@ -48,7 +48,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             params.append(SamplingParams(detokenize=False, **r))
         outputs = llm.generate(prompts, params, use_tqdm=False)
         samples += [[list(c.token_ids) for c in out.outputs] for out in outputs]
-    return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples}
+    from vllm.utils import cpu_triton_utils
+
+    return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples,
+            "kernel_replaced": cpu_triton_utils._expand_kernel_impl is cpu_expand_fix.expand}
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ from splitmind.node import cpu_expand_fix
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 TEMPERATURES = (0.7, 1.0, 1.5)
-FIRST_TOKEN_DRAWS = 3000
-SECOND_TOKEN_DRAWS = 5000
+# Draws per temperature, and the total-variation bound they are held to. A broken sampler lands
+# at 0.71-0.96 (vLLM issue 55005); at these counts a right one measured 0.003-0.030, and each draw
+# costs the engine about 6 ms of per-request work (3,000 and 5,000 draws took 2.5 minutes).
+FIRST_TOKEN_DRAWS = 1500
+SECOND_TOKEN_DRAWS = 2500
+TVD_BOUND = 0.05
 ACCURACY_PROBLEMS = 80
 # Three seeded prompts that fill more than one engine step (4,096 tokens with MTP, as this probe
 # builds it): the last one's prefill is chunked, and the token sampled at its first chunk thrown away.
@@ -67,16 +71,6 @@ def test_installed_vllm_still_needs_the_expand_fix() -> None:
     assert cpu_expand_fix.probe(cpu_expand_fix.expand)
 
 
-def test_vllm_loads_the_plugin_in_a_fresh_process() -> None:
-    """What every engine-core and worker process does at start (`load_general_plugins`)."""
-    code = ("from vllm.plugins import load_general_plugins; load_general_plugins(); "
-            "from vllm.utils import cpu_triton_utils as c; from splitmind.node import cpu_expand_fix as f; "
-            "print(f.status, c._expand_kernel_impl is f.expand)")
-    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == ["fixed", "True"], out.stdout[-2000:]
-
-
 def test_a_node_refuses_mtp_when_the_plugin_is_left_out() -> None:
     """An operator's VLLM_PLUGINS that omits splitmind's plugin would bring the garbage back:
     the node refuses to start instead, and says why."""
@@ -88,9 +82,7 @@ def test_a_node_refuses_mtp_when_the_plugin_is_left_out() -> None:
     out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert out.returncode != 0
     assert "add splitmind_fixes" in out.stderr, out.stderr[-2000:]
-    del env["VLLM_PLUGINS"]
-    out = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # With the plugin, the same check passes: every MTP node of the e2e clusters runs it at start.
 
 
 # -- what the engine draws -------------------------------------------------------------------
@@ -247,7 +239,7 @@ def test_first_token_frequencies_match_softmax_over_temperature(draws: dict[str,
     assert len(samples) == FIRST_TOKEN_DRAWS
     tvd = coarse_tvd(samples, reference)
     print(f"T={temperature}: first token TVD {tvd:.4f} over {len(samples)} draws")
-    assert tvd < 0.03
+    assert tvd < TVD_BOUND
 
 
 @pytest.mark.parametrize("temperature", TEMPERATURES)
@@ -263,7 +255,7 @@ def test_mtp_verified_token_frequencies_match_softmax_over_temperature(draws: di
     reference = torch.softmax(draws["ref"].logits([[*draws["certain"], draws["first_token"]]])[0] / temperature, -1)
     tvd = coarse_tvd(seconds, reference)
     print(f"T={temperature}: MTP-verified token TVD {tvd:.4f} over {len(seconds)} draws")
-    assert tvd < 0.03
+    assert tvd < TVD_BOUND
 
 
 def test_mtp_on_samples_as_accurately_as_mtp_off(draws: dict[str, Any]) -> None:
@@ -276,6 +268,12 @@ def test_mtp_on_samples_as_accurately_as_mtp_off(draws: dict[str, Any]) -> None:
     print(f"T=1.0, {len(problems)} problems: MTP on {on:.3f}, MTP off {off:.3f}")
     assert off > 0.9, f"MTP off: {off:.3f}"
     assert abs(on - off) <= 0.08, f"MTP on {on:.3f} vs off {off:.3f}"
+
+
+def test_vllm_loads_the_plugin_in_a_fresh_process(draws: dict[str, Any]) -> None:
+    """What every engine-core and worker process does at start (`load_general_plugins`), seen
+    from the probe's own fresh process: the expand kernel is splitmind's."""
+    assert draws["out"]["plugin"] == "fixed" and draws["out"]["kernel_replaced"] is True
 
 
 def test_a_seeded_request_draws_the_same_tokens_when_its_prefill_is_chunked(draws: dict[str, Any]) -> None:
