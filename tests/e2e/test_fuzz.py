@@ -9,8 +9,7 @@ missing required field, and the unexpected HTTP methods on every path), then fuz
 `MAX_EXAMPLES` hypothesis cases per operation, in both generation modes: positive (bodies the
 schema accepts) and negative (bodies that break it). About 1,050 requests in all, about 430 of
 them valid enough to reach the nodes, nearly all in the coverage phase, whose size the schema
-decides (no setting bounds it); the two completion endpoints are fuzzed at once (`WORKERS`). 5
-minutes on 2 cores one at a time (the suite of 2026-12-01).
+decides (no setting bounds it). About 5 minutes on 2 cores (the suite of 2026-12-01).
 
 Every response must:
 - not be a 5xx (schemathesis's `not_a_server_error`): a client's mistake is a 4xx, and the
@@ -48,9 +47,10 @@ from tests.e2e.conftest import client
 
 FUZZED_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/models", "/health"]
 MAX_EXAMPLES = 20  # per operation (positive and negative mixed), in the fuzzing phase; 30 took 180 s
-# Operations run in parallel, one per worker (schemathesis never splits one): the two completion
-# endpoints, about 220 generating requests each, share the engines' batches as clients' requests do.
-WORKERS = 2
+# One operation at a time. With 2 workers (the two completion endpoints at once, 2 minutes faster)
+# a chat case failed on its first run and passed on Hypothesis's rerun ("Inconsistent results") in
+# 2 of 3 runs, with no 5xx or error in the gateway's log: Hypothesis in two threads, not the server.
+WORKERS = 1
 SEED = 11  # issue #11
 REQUEST_TIMEOUT_S = 30.0
 SERVED_MODEL = "model"
