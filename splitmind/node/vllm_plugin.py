@@ -21,16 +21,18 @@ logger = logging.getLogger(__name__)
 PLUGIN_NAME = "splitmind_fixes"  # the entry point's name: what VLLM_PLUGINS must list if set
 
 
+# Each fix, and what goes wrong if it cannot be applied.
+FIXES = (
+    (cpu_expand_fix.apply, "the CPU expand fix (vLLM issue 55005); sampling with speculative decoding may be wrong"),
+    (cpu_seed_fix.apply, "the CPU seed fix; a seeded request in a chunked step may kill the engine"),
+)
+
+
 def register() -> None:
     """Entry point (`vllm.general_plugins`); vLLM calls it once per process."""
     lifeline.die_with_parent()  # engine core and workers of a node `splitmind up` started
-    try:
-        cpu_expand_fix.apply()
-    except Exception:  # never stop an engine from starting; say so loudly instead
-        logger.exception("splitmind: could not apply the CPU expand fix (vLLM issue 55005); "
-                         "sampling with speculative decoding may be wrong")
-    try:
-        cpu_seed_fix.apply()
-    except Exception:
-        logger.exception("splitmind: could not apply the CPU seed fix; a seeded request in a chunked "
-                         "step may kill the engine")
+    for apply, failing in FIXES:
+        try:
+            apply()
+        except Exception:  # never stop an engine from starting; say so loudly instead
+            logger.exception("splitmind: could not apply %s", failing)

@@ -32,6 +32,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
+    from vllm.utils import cpu_triton_utils
 
     from splitmind.node import cpu_expand_fix, cpu_seed_fix
     from splitmind.node.engine import engine_kwargs
@@ -48,8 +49,6 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             params.append(SamplingParams(detokenize=False, **r))
         outputs = llm.generate(prompts, params, use_tqdm=False)
         samples += [[list(c.token_ids) for c in out.outputs] for out in outputs]
-    from vllm.utils import cpu_triton_utils
-
     return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples,
             "kernel_replaced": cpu_triton_utils._expand_kernel_impl is cpu_expand_fix.expand}
 
