@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 
+import pytest
 import uvloop
 import zmq
 
@@ -92,9 +94,14 @@ def held_up(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def test_a_gateway_held_up_does_not_declare_a_live_node_dead() -> None:
-    node = FakeNode()
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    fake = FakeNode()
+    yield fake
+    fake.close()
 
+
+def test_a_gateway_held_up_does_not_declare_a_live_node_dead(node: FakeNode) -> None:
     async def run() -> tuple[bool, bool]:
         registry, stream = await open_stream(node)
         try:
@@ -104,17 +111,13 @@ def test_a_gateway_held_up_does_not_declare_a_live_node_dead() -> None:
         finally:
             await registry.close()
 
-    try:
-        was_failed, healthy = uvloop.run(run())
-    finally:
-        node.close()
+    was_failed, healthy = uvloop.run(run())
     assert not was_failed, "the monitor failed a live node's stream after the gateway's own stall"
     assert healthy
 
 
-def test_a_silent_node_still_has_its_streams_failed() -> None:
+def test_a_silent_node_still_has_its_streams_failed(node: FakeNode) -> None:
     """The other side: the monitor still acts, also after a stall of its own."""
-    node = FakeNode()
 
     async def run() -> tuple[bool, float]:
         registry, stream = await open_stream(node)
@@ -130,9 +133,6 @@ def test_a_silent_node_still_has_its_streams_failed() -> None:
         finally:
             await registry.close()
 
-    try:
-        was_failed, after_s = uvloop.run(run())
-    finally:
-        node.close()
+    was_failed, after_s = uvloop.run(run())
     assert was_failed, "a silent node's stream was never failed"
     assert after_s < 3 * MONITOR_INTERVAL_S + 0.5, after_s  # at most one round of catching up
