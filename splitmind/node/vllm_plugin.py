@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from splitmind import lifeline
-from splitmind.node import cpu_expand_fix, cpu_seed_fix
+from splitmind.node import cpu_expand_fix, cpu_seed_fix, gloo_idle_fix
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ PLUGIN_NAME = "splitmind_fixes"  # the entry point's name: what VLLM_PLUGINS mus
 FIXES = (
     (cpu_expand_fix.apply, "the CPU expand fix (vLLM issue 55005); sampling with speculative decoding may be wrong"),
     (cpu_seed_fix.apply, "the CPU seed fix; a seeded request in a chunked step may kill the engine"),
+    (gloo_idle_fix.apply, "the one-Gloo-device fix; an idle worker keeps a dozen event-loop threads waking"),
 )
 
 

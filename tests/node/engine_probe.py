@@ -8,7 +8,7 @@ connector, so node-level tests can draw thousands of samples without HTTP in the
 `{"model": DIR, "mtp_tokens": N|null, "requests": [{"prompt": [ids], "n": K, ...sampling}]}`,
 optionally with `"then": [[requests], ...]`, more rounds, each generated after the one before;
 the output is, per request of every round in order, the token ids of each of its K samples, plus
-the plugins' status.
+the plugins' status and how many Gloo event-loop threads the engine's processes run.
 Run as a script: vLLM starts its engine core in a child process.
 """
 
@@ -50,7 +50,23 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         outputs = llm.generate(prompts, params, use_tqdm=False)
         samples += [[list(c.token_ids) for c in out.outputs] for out in outputs]
     return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples,
-            "kernel_replaced": cpu_triton_utils._expand_kernel_impl is cpu_expand_fix.expand}
+            "kernel_replaced": cpu_triton_utils._expand_kernel_impl is cpu_expand_fix.expand,
+            "gloo_loops": threads_named("gloo_tcp_loop")}
+
+
+def threads_named(name: str) -> int:
+    """Threads of that name in this process's children: the engine core and its worker."""
+    import psutil
+
+    count = 0
+    for child in psutil.Process().children(recursive=True):
+        for thread in child.threads():
+            try:
+                with open(f"/proc/{child.pid}/task/{thread.id}/comm") as f:
+                    count += f.read().strip() == name
+            except OSError:  # the thread ended
+                pass
+    return count
 
 
 if __name__ == "__main__":

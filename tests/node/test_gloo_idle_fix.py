@@ -1,0 +1,48 @@
+"""splitmind/node/gloo_idle_fix.py, in fresh processes: torch alone (the Gloo groups vLLM's worker
+creates, without vLLM), with and without the fix. The engine-level check, one loop thread in a real
+worker, is tests/node/test_sampling.py's plugin test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+GROUPS = 5
+SCRIPT = f"""
+import os, sys, torch
+import torch.distributed as dist
+if sys.argv[1] == "fixed":
+    from splitmind.node import gloo_idle_fix
+    gloo_idle_fix.apply()
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
+groups = [dist.new_group([0], backend="gloo") for _ in range({GROUPS})]
+t = torch.ones(2)
+for g in [None, *groups]:
+    dist.all_reduce(t, group=g)  # every group still works
+names = [open(f"/proc/self/task/{{x}}/comm").read().strip() for x in os.listdir("/proc/self/task")]
+print(int(t.sum().item()), names.count("gloo_tcp_loop"))
+"""
+
+
+def loops(mode: str) -> tuple[int, int]:
+    from splitmind.launcher import free_port
+
+    done = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(free_port("127.0.0.1"))], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    total, count = map(int, done.stdout.split()[-2:])
+    return total, count
+
+
+@pytest.mark.parametrize("mode", ["plain", "fixed"])
+def test_single_rank_gloo_groups_and_their_loop_threads(mode: str) -> None:
+    """Plain torch: a loop thread per group (the day this fails, torch shares devices itself and
+    the fix can go). Fixed: one thread for all of them, and every group still reduces."""
+    total, count = loops(mode)
+    assert total == 2
+    if mode == "plain":
+        assert count >= GROUPS + 1, "torch no longer gives each Gloo group its own device: remove gloo_idle_fix"
+    else:
+        assert count == 1
