@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from splitmind import lifeline
-from splitmind.node import cpu_expand_fix, cpu_seed_fix, gloo_idle_fix
+from splitmind.node import cpu_expand_fix, cpu_seed_fix, gloo_idle_fix, shm_spin_fix
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ FIXES = (
     (cpu_expand_fix.apply, "the CPU expand fix (vLLM issue 55005); sampling with speculative decoding may be wrong"),
     (cpu_seed_fix.apply, "the CPU seed fix; a seeded request in a chunked step may kill the engine"),
     (gloo_idle_fix.apply, "the one-Gloo-device fix; an idle worker keeps a dozen event-loop threads waking"),
+    (shm_spin_fix.apply, "the short shared-memory spin; the engine core spins on its worker's core after each step"),
 )
 
 

@@ -152,9 +152,11 @@ def test_no_request_gets_a_5xx_or_hangs(scripted_cluster: RunningCluster) -> Non
     for event in schemathesis.engine.from_schema(fuzz_schema(scripted_cluster.url)).execute():
         if isinstance(event, events.ScenarioFinished):
             rec = event.recorder
-            for interaction in rec.interactions.values():
+            for case_id, interaction in rec.interactions.items():
                 code = interaction.response.status_code if interaction.response is not None else "none"
                 statuses[f"{interaction.request.method} {rec.label.split()[-1]} {code}"] += 1
+                if interaction.response is None:  # timed out, or the connection broke: which request
+                    problems.append(f"[{event.phase.value}] no response\n{describe(rec, case_id)}")
             for case_id, checks in rec.checks.items():
                 for check in checks:
                     if check.status != Status.SUCCESS:

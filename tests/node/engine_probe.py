@@ -34,7 +34,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     from vllm.inputs import TokensPrompt
     from vllm.utils import cpu_triton_utils
 
-    from splitmind.node import cpu_expand_fix, cpu_seed_fix
+    from splitmind.node import cpu_expand_fix, cpu_seed_fix, shm_spin_fix
     from splitmind.node.engine import engine_kwargs
 
     kwargs = engine_kwargs(spec, kv_transfer=False)
@@ -51,7 +51,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         samples += [[list(c.token_ids) for c in out.outputs] for out in outputs]
     return {"plugin": cpu_expand_fix.status, "seed_fix": cpu_seed_fix.status, "samples": samples,
             "kernel_replaced": cpu_triton_utils._expand_kernel_impl is cpu_expand_fix.expand,
-            "gloo_loops": threads_named("gloo_tcp_loop")}
+            "gloo_loops": threads_named("gloo_tcp_loop"), "spin_fix": shm_spin_fix.status}
 
 
 def threads_named(name: str) -> int:

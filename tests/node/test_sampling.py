@@ -278,6 +278,7 @@ def test_vllm_loads_the_plugin_in_a_fresh_process(draws: dict[str, Any]) -> None
     without the fix)."""
     assert draws["out"]["plugin"] == "fixed" and draws["out"]["kernel_replaced"] is True
     assert draws["out"]["gloo_loops"] == 1
+    assert draws["out"]["spin_fix"] == "fixed"  # splitmind/node/shm_spin_fix.py
 
 
 def test_a_seeded_request_draws_the_same_tokens_when_its_prefill_is_chunked(draws: dict[str, Any]) -> None:
