@@ -1,0 +1,274 @@
+"""The gateway alone: streamed tokens per second and the delay it adds, against a fake node.
+
+    .venv/bin/python bench/gateway_throughput.py          # about 3 minutes on 2 cores
+
+A real gateway (`python -m api`, the bundled model's tokenizer, pinned to core 0) in front of a
+real node server (`splitmind.node.runtime.NodeServer`, its sockets and wire protocol) whose engine
+is fake: it emits one token per stream every `interval`, on a fixed schedule, without a model. The
+load (many concurrent streams through `/v1/completions`, read with a minimal SSE reader so that
+the client costs little) and the fake node share core 1.
+
+Per offered rate it reports what came out (tokens/s), the gateway's CPU time per token (the
+number that says how many tokens one gateway core can carry: 1 / that), chunks per token (below 1
+when deltas merged), and the delay the path added to each token. The baseline, measured in the same run, is the
+fake node alone (its CPU per token) and the schedule itself (the offered rate). The added delay
+is each chunk's lateness against the schedule, anchored at the stream's least-late chunk (so it
+is jitter and queueing, not the request's set-up). A last row has
+slow readers, which read in bursts: the gateway should merge their deltas into fewer chunks
+rather than queue them. Issue #16's goals: 20,000 tokens/s on one gateway core across 256
+streams, p99 added delay under 1 ms.
+
+The fake engine takes its pace from the request: `seed` is the interval in microseconds (a bench
+convention; nothing else sends this node a request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import msgspec
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from splitmind.config import EngineConfig, GatewayConfig, NodeSpec, WorkerAddress  # noqa: E402
+from splitmind.launcher import free_port  # noqa: E402
+from splitmind.protocol import GenerateRequest, Role  # noqa: E402
+
+MODEL = ROOT / "models" / "tiny-reasoner"
+PYTHON = sys.executable
+GATEWAY_CORE, LOAD_CORE = 0, 1
+
+
+# ---- the fake node (run as `gateway_throughput.py --fake-node SPEC`) ----------------------------
+
+class PacedEngine:
+    """The parts of AsyncLLM a node uses: `generate` emits max_tokens tokens, one every
+    `seed` microseconds, each one of `token_ids` (single characters, so the client can count)."""
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = token_ids
+        self.vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=8192), speculative_config=None)
+        self.errored = False
+
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
+        loop = asyncio.get_running_loop()
+        interval = (params.seed or 10_000) / 1e6
+        n = params.max_tokens
+        t0 = loop.time()
+        for i in range(n):
+            delay = t0 + (i + 1) * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            last = i == n - 1
+            yield SimpleNamespace(
+                outputs=[SimpleNamespace(token_ids=[self.token_ids[i % len(self.token_ids)]],
+                                         finish_reason="length" if last else None, logprobs=None)],
+                finished=last, kv_transfer_params=None, num_cached_tokens=0)
+
+
+class Handler:
+    role = Role.DECODE
+
+    def sampling_params(self, req: GenerateRequest) -> Any:
+        return req.sampling
+
+
+def fake_node(spec_json: str, token_ids: list[int]) -> None:
+    from splitmind.node.counters import EngineCounters
+    from splitmind.node.runtime import NodeServer
+
+    spec = msgspec.json.decode(spec_json, type=NodeSpec)
+    server = NodeServer(spec, PacedEngine(token_ids), Handler(), EngineCounters())  # type: ignore[arg-type]
+    asyncio.run(server.serve())
+
+
+# ---- the load ---------------------------------------------------------------------------------
+
+async def one_stream(port: int, body: bytes, slow_s: float) -> tuple[list[float], list[int]]:
+    """One streamed completion over a raw connection: arrival time and characters of each chunk."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        stamps: list[float] = []
+        chars: list[int] = []
+        buf = b""
+        done = False
+        while not done:
+            if slow_s:
+                await asyncio.sleep(slow_s)
+            data = await asyncio.wait_for(reader.read(1 << 16), 60)
+            if not data:
+                break
+            now = time.monotonic()
+            buf += data
+            while b"\n\n" in buf:
+                event, buf = buf.split(b"\n\n", 1)
+                start = event.find(b"data: ")
+                if start < 0:
+                    continue
+                payload = event[start + 6:]
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                if payload.startswith(b"{"):
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        raise RuntimeError(f"the gateway answered an error: {chunk}")
+                    text = chunk["choices"][0]["text"] if chunk.get("choices") else ""
+                    if text:
+                        stamps.append(now)
+                        chars.append(len(text))
+        return stamps, chars
+    finally:
+        writer.close()
+
+
+def added_delays(stamps: list[float], chars: list[int], interval_s: float) -> list[float]:
+    """Each chunk's lateness against the fake node's schedule. The schedule's start is not seen
+    from here, so it is anchored at the stream's earliest chunk relative to it: the chunk whose
+    last token was due at start + k * interval arrived at t; t - k * interval is that chunk's
+    estimate of the start, the smallest estimate is the start, and every other chunk's excess
+    over it is the delay the path added to it."""
+    starts = []
+    tokens = 0
+    for t, n in zip(stamps, chars, strict=True):
+        tokens += n
+        starts.append(t - tokens * interval_s)
+    if not starts:
+        return []
+    start = min(starts)
+    return [s - start for s in starts]
+
+
+def cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_s: float,
+                  gateway: int, node: int) -> dict[str, float]:
+    body = json.dumps({"model": "m", "prompt": [1, 2, 3], "max_tokens": tokens, "stream": True,
+                       "temperature": 0, "seed": int(interval_s * 1e6), "ignore_eos": True}).encode()
+    g0, n0, t0 = cpu_s(gateway), cpu_s(node), time.monotonic()
+    results = await asyncio.gather(*(one_stream(port, body, slow_s) for _ in range(streams)))
+    wall = time.monotonic() - t0
+    g1, n1 = cpu_s(gateway), cpu_s(node)
+    got = sum(sum(c) for _, c in results)
+    chunks = sum(len(c) for _, c in results)
+    delays = sorted(d for s, c in results for d in added_delays(s, c, interval_s))
+
+    def pct(q: float) -> float:
+        return 1e3 * delays[min(len(delays) - 1, int(q * len(delays)))] if delays else float("nan")
+
+    return {"streams": streams, "interval_ms": interval_s * 1e3, "offered": streams / interval_s,
+            "delivered": got / wall, "complete": got / (streams * tokens), "gw_cpu": (g1 - g0) / wall,
+            "gw_us_per_token": 1e6 * (g1 - g0) / max(got, 1), "node_us_per_token": 1e6 * (n1 - n0) / max(got, 1),
+            "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "mean_ms": 1e3 * statistics.fmean(delays) if delays else float("nan")}
+
+
+def single_char_tokens() -> list[int]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    ids = [tok.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz"]
+    ids = [i for i in ids if isinstance(i, int) and i != tok.unk_token_id and len(tok.decode([i])) == 1]
+    assert len(ids) >= 10, "the tokenizer has no single-letter tokens"
+    return ids
+
+
+def pinned(core: int) -> Any:
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=256)
+    ap.add_argument("--tokens", type=int, default=200, help="per stream")
+    ap.add_argument("--intervals-ms", default="100,40,20,12.8,8", help="per stream: the offered rates")
+    ap.add_argument("--slow-streams", type=int, default=32)
+    ap.add_argument("--fake-node", help=argparse.SUPPRESS)
+    ap.add_argument("--token-ids", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.fake_node:
+        fake_node(args.fake_node, json.loads(args.token_ids))
+        return
+    ids = single_char_tokens()
+    rpc, stats, port = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
+    spec = NodeSpec("decode-0", Role.DECODE, str(MODEL), EngineConfig(), f"tcp://127.0.0.1:{rpc}",
+                    f"tcp://127.0.0.1:{stats}", "127.0.0.1", free_port("127.0.0.1"))
+    gw = GatewayConfig(model=str(MODEL), served_model_name="m", host="127.0.0.1", port=port,
+                       workers=(WorkerAddress("decode-0", Role.DECODE, spec.rpc_address, spec.stats_address),))
+    os.sched_setaffinity(0, {LOAD_CORE})
+    with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
+        logs = [open(Path(tmp) / name, "wb") for name in ("node.log", "gateway.log")]
+        node = subprocess.Popen([PYTHON, __file__, "--fake-node", msgspec.json.encode(spec).decode(),
+                                 "--token-ids", json.dumps(ids)], stdout=logs[0], stderr=subprocess.STDOUT,
+                                cwd=ROOT, preexec_fn=pinned(LOAD_CORE))
+        gateway = subprocess.Popen([PYTHON, "-m", "api", "--config", msgspec.json.encode(gw).decode()],
+                                   stdout=logs[1], stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=pinned(GATEWAY_CORE))
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or gateway.poll() is not None or node.poll() is not None:
+                    raise RuntimeError("gateway or fake node did not come up:\n"
+                                       + (Path(tmp) / "gateway.log").read_text()[-3000:]
+                                       + (Path(tmp) / "node.log").read_text()[-3000:])
+                time.sleep(0.5)
+            print(f"[gateway_throughput] gateway on core {GATEWAY_CORE}; fake node and load on core {LOAD_CORE}",
+                  flush=True)
+            warm = asyncio.run(run_row(port, 8, 20, 0.01, 0.0, gateway.pid, node.pid))
+            if warm["complete"] < 1:
+                raise RuntimeError(f"the warm-up streams came back incomplete: {warm}")
+            rows = []
+            for ms in (float(x) for x in args.intervals_ms.split(",")):
+                row = asyncio.run(run_row(port, args.streams, args.tokens, ms / 1e3, 0.0, gateway.pid, node.pid))
+                rows.append(("steady", row))
+                print(f"[gateway_throughput] {args.streams} streams every {ms:g} ms: "
+                      f"{row['delivered']:.0f} tokens/s", flush=True)
+            slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid))
+            rows.append(("slow readers (read every 50 ms)", slow))
+        finally:
+            for p in (gateway, node):
+                p.terminate()
+            for p in (gateway, node):
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    print()
+    print("| load | streams | interval ms | offered tok/s | delivered tok/s | complete | gateway CPU (cores) "
+          "| gateway µs CPU/token | fake node µs CPU/token | chunks/token | added delay p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(f"| {name} | {r['streams']:.0f} | {r['interval_ms']:g} | {r['offered']:.0f} | {r['delivered']:.0f} "
+              f"| {r['complete']:.0%} | {r['gw_cpu']:.2f} | {r['gw_us_per_token']:.1f} | {r['node_us_per_token']:.1f} "
+              f"| {r['chunks_per_token']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    best = min(r["gw_us_per_token"] for _, r in rows[:-1])
+    print(f"\none gateway core at the best measured CPU per token: {1e6 / best:,.0f} tokens/s "
+          "(issue #16's goal: 20,000 across 256 streams)")
+
+
+if __name__ == "__main__":
+    main()
