@@ -79,8 +79,11 @@ def _parse(body: bytes, model: type[SamplingFields], st: GatewayState) -> Any:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     st = _state(request)
+    # `root` and `parent` as vLLM's server sends them: `vllm bench serve` reads `root` and fails
+    # without it. The served name, not the model's directory: no server path leaves the gateway.
     return {"object": "list", "data": [{
         "id": st.served_model_name, "object": "model", "created": st.started_at, "owned_by": "splitmind",
+        "root": st.served_model_name, "parent": None,
         "max_model_len": st.registry.max_model_len(), "reasoning": _reasoning_card(st),
     }]}
 

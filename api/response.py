@@ -101,13 +101,15 @@ class Response:
 
     def hidden_progress(self, interval_s: float = 1.0) -> bool:
         """Whether to tell a streaming client that hidden thinking goes on: its reasoning grew
-        and the last word was `interval_s` ago. Keeps proxies and clients from timing out
-        while nothing visible is produced (vLLM issue 47647 asks for this)."""
+        and the last word was `interval_s` ago, or this is its first reasoning (a client shows
+        "thinking" at once, not a second in, when a short thought may be over). Keeps proxies
+        and clients from timing out while nothing visible is produced (vLLM issue 47647 asks
+        for this)."""
         if not self.hidden:
             return False
         tokens = sum(c.asm.num_reasoning_tokens for c in self.choices)
         now = time.monotonic()
-        if tokens == self.progress_tokens or now - self.progress_at < interval_s:
+        if tokens == self.progress_tokens or (self.progress_tokens and now - self.progress_at < interval_s):
             return False
         self.progress_tokens, self.progress_at = tokens, now
         return True

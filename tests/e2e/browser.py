@@ -4,12 +4,13 @@ each state go to tests/artifacts/ui/ (CI keeps the folder as the run's artifacts
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Locator, Page, Request, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from tests.e2e.cluster import ROOT
 
@@ -72,3 +73,20 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
     page.evaluate(AXE.read_text() + "\n;undefined")
     result: dict[str, Any] = page.evaluate("async () => await axe.run(document)")
     return list(result["violations"])
+
+
+def lengthen_replies(page: Page, max_tokens: int = 1500) -> None:
+    """Every chat request the page sends from now on also asks for `ignore_eos` and `max_tokens`,
+    so that a reply outlasts a Stop or a killed gateway the test means to land mid-stream: the
+    bundled model thinks its few hundred tokens in under a second once the engines stopped
+    spinning (docs/design.md). The page's own fields are left as the page set them."""
+
+    def longer(route: Route) -> None:
+        request = route.request
+        if request.method != "POST" or not request.post_data:
+            route.continue_()
+            return
+        body = json.loads(request.post_data)
+        route.continue_(post_data=json.dumps({**body, "ignore_eos": True, "max_tokens": max_tokens}))
+
+    page.route("**/v1/chat/completions", longer)

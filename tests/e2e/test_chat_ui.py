@@ -23,6 +23,7 @@ from tests.e2e.browser import (
     axe_violations,
     chromium_path,
     last_reply,
+    lengthen_replies,
     screenshot,
     wait_end,
     wait_thinking,
@@ -154,6 +155,7 @@ def test_effort_and_budget_reach_the_server_and_limit_the_thinking(page: Page) -
 
 
 def test_stop_mid_reply_aborts_on_the_nodes(page: Page, reasoner_cluster: RunningCluster) -> None:
+    lengthen_replies(page)
     ask(page, LONG_QUESTION)
     wait_thinking(page)
     page.get_by_role("button", name="Stop").click()
@@ -311,6 +313,7 @@ def test_hidden_deployment_shows_only_the_counter(browser: Browser, hidden_gatew
 
 def test_a_cut_stream_and_a_lost_server_are_told_apart(browser: Browser, hidden_gateway: Gateway) -> None:
     page = open_page(browser, hidden_gateway.url + "/")
+    lengthen_replies(page)
     ask(page, LONG_QUESTION)
     wait_counting(page)
     hidden_gateway.kill()  # mid-stream: the connection drops
