@@ -11,10 +11,14 @@ other node computes on. py-spy on a prefill node's engine core under load put 55
 in that `sched_yield` (docs/benchmarks.md, "Where the time goes").
 
 `apply()` gives every reader's `SpinCondition` a window of `SPIN_S` instead, on CPU only. A
-reader then sleeps on the notification the writer already sends after every write, and vLLM
-re-checks the ring every 5 s by itself (`SHM_READER_RECHECK_INTERVAL_MS`), so a lost notification
-costs a pause, never a hang. (An earlier attempt here with a window of 0, on an older vLLM without
-that re-check, hung the engine.)
+reader then sleeps on the notification the writer already sends after every write. Those can be
+lost (vLLM says so: it re-reads the ring every 5 s, `SHM_READER_RECHECK_INTERVAL_MS`, "lost-notify
+recovery"), and with a short window a reader sleeps at every step instead of after a second of
+idleness: the first suite run with a 2 ms window had one stream stall for 5.015 s. So a reader's
+sleep is also capped: a quarter of the time since its last read, between 1 and `MAX_SLEEP_MS`. A
+lost notification then costs a few milliseconds (a quarter of the step so far), and an idle
+reader wakes 16 times a second to look, for nothing measurable. (An earlier attempt here with a
+window of 0 and no cap, on an older vLLM without the re-check, hung the engine.)
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import functools
 import inspect
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 SPIN_S = float(os.environ.get("SPLITMIND_SHM_SPIN_S", "0.002"))
+MAX_SLEEP_MS = 64
 
 # What `apply()` decided in this process: "fixed", "not_needed", "upstream_changed" or "not_loaded".
 status = "not_loaded"
@@ -51,6 +57,7 @@ def apply() -> None:
         logger.warning("splitmind: vLLM's SpinCondition has no busy_loop_s any more; the spin window is vLLM's")
         return
     cls.__init__ = _with_window(cls.__init__)  # type: ignore[method-assign]
+    cls.wait = _with_capped_sleep(cls.wait)  # type: ignore[method-assign]
     status = "fixed"
     logger.info("splitmind: vLLM's shared-memory readers spin %.1f ms after a read, not 1 s", SPIN_S * 1e3)
 
@@ -62,4 +69,14 @@ def _with_window(init: Callable[..., None]) -> Callable[..., None]:
         init(self, *args, **kwargs)
 
     wrapper.__splitmind_spin__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _with_capped_sleep(wait: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(wait)
+    def wrapper(self: Any, timeout_ms: int | None = None) -> None:
+        since_read_ms = (time.monotonic() - self.last_read) * 1e3
+        cap = int(min(MAX_SLEEP_MS, max(1.0, since_read_ms / 4)))
+        wait(self, timeout_ms=cap if timeout_ms is None else min(timeout_ms, cap))
+
     return wrapper
