@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,8 +178,7 @@ async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_
     return {"streams": streams, "interval_ms": interval_s * 1e3, "offered": streams / interval_s,
             "delivered": got / wall, "complete": got / (streams * tokens), "gw_cpu": (g1 - g0) / wall,
             "gw_us_per_token": 1e6 * (g1 - g0) / max(got, 1), "node_us_per_token": 1e6 * (n1 - n0) / max(got, 1),
-            "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "mean_ms": 1e3 * statistics.fmean(delays) if delays else float("nan")}
+            "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
 
 
 def single_char_tokens() -> list[int]:

@@ -37,7 +37,8 @@ def _calm_progress_thread() -> None:
     Without the thread, pulls hang: an idle prefill engine never calls into its agent, so nothing
     answers the decode's connection. The pause was 200 us (1 ms after rounding): 1,000 wake-ups a
     second, 3% of a core per idle engine. At 10 ms an idle engine's thread costs 0.3%, and the
-    transfer time did not move (bench/pd_latency.py, KV xfer 1.4-3.7 ms either way, docs/benchmarks.md).
+    transfer time did not move: bench/pd_latency.py measured a mean KV transfer of 1.4-5.2 ms over
+    runs at 200 us, 10 ms and 50 ms, with no trend across them (docs/benchmarks.md, "Idle CPU").
     """
     import importlib
 

@@ -11,7 +11,7 @@ from splitmind.node import shm_spin_fix
 
 # Two real readers in one fresh process, before and after the fix: each one's window, and how
 # often its wait returned over half a second of waiting for a write that never comes (spinning:
-# at once, every time; asleep: at each 50 ms timeout).
+# at once, every time; asleep: at each timeout, 50 ms or the fix's shorter cap).
 SCRIPT = """
 import time, zmq
 from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
