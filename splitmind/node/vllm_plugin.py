@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "splitmind_fixes"  # the entry point's name: what VLLM_PLUGINS must list if set
 
+# An engine process still running this long after its node exited is stopped outright
+# (`splitmind.lifeline`). vLLM's own exit takes 0.1-0.3 s for the engine core here, 2.5-3 s for
+# a worker (most of it the interpreter's final garbage collection of the worker's heap).
+ENGINE_GRACE_S = 5.0
+
 
 # Each fix, and what goes wrong if it cannot be applied.
 FIXES = (
@@ -32,7 +37,9 @@ FIXES = (
 
 def register() -> None:
     """Entry point (`vllm.general_plugins`); vLLM calls it once per process."""
-    lifeline.die_with_parent()  # engine core and workers of a node `splitmind up` started
+    # Engine core and workers of a node `splitmind up` started. In the node itself (vLLM loads
+    # plugins there too) the node's own earlier call stands, without this grace.
+    lifeline.die_with_parent(grace_s=ENGINE_GRACE_S)
     for apply, failing in FIXES:
         try:
             apply()
