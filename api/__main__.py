@@ -24,10 +24,15 @@ def main() -> None:
     # pool, which the openai client uses, so a client reusing a connection just as the server
     # closes it got "Server disconnected without sending a response" (bench/reasoner_eval.py,
     # 32 threads pausing between phases). With the server's timeout longer, the client closes first.
-    # On SIGTERM uvicorn stops accepting connections and waits for open ones; streams get
-    # `drain_s` to finish (api/openai_routes.py), then are cut; the margin covers the last sends.
-    uvicorn.run(create_app(config, keys), host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=int(config.tuning.drain_s) + 5, timeout_keep_alive=75)
+    # On SIGTERM uvicorn stops accepting connections and waits for open ones; streams see
+    # `should_exit`, get `drain_s` to finish (api/sse.py), then are cut; the margin covers the
+    # last sends.
+    app = create_app(config, keys)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           timeout_graceful_shutdown=int(config.tuning.drain_s) + 5,
+                                           timeout_keep_alive=75))
+    app.state.shutting_down = lambda: server.should_exit
+    server.run()
 
 
 if __name__ == "__main__":

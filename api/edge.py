@@ -26,7 +26,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import access_log
+from api import access_log, sse
 from api.auth import AuthError, Keys, access_for
 from api.errors import error_body
 from api.limits import KeyLimits, LimitExceeded
@@ -63,6 +63,7 @@ class Edge:
         rid = request_id_from(headers)
         state = scope.setdefault("state", {})
         state.update(request_id=rid, prefill_worker="none", decode_worker="none")
+        scope[sse.RAW_SEND] = send  # a stream's body messages skip the wrappers below (api/sse.py)
         started = False
         status: int | None = None
         t0 = time.perf_counter()

@@ -17,13 +17,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from api.errors import sse_error_data, status_and_body
@@ -32,6 +30,7 @@ from api.response import Response as OpenAIResponse
 from api.sampling import Deployment
 from api.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.service import Prepared, prepare_chat, prepare_completion
+from api.sse import SSEStream, comment, data
 from api.state import GatewayState
 from router.samples import SampleStreams
 from splitmind.errors import InvalidRequestError, ModelNotFoundError, NoWorkerError, PrepareTimeoutError
@@ -199,10 +198,10 @@ async def _serve(request: Request, st: GatewayState, prepared: Prepared, req: Sa
         raise
     # Pings every 5 s keep a stream alive while the engine is silent (hidden thinking included).
     # A client that takes none of it for `send_timeout_s` is dropped (its requests aborted);
-    # on SIGTERM open streams get `drain_s` to finish before they are cut.
-    return EventSourceResponse(_sse(out, first, streams), ping=PING_INTERVAL_S, sep="\n",
-                               send_timeout=st.tuning.send_timeout_s, shutdown_event=anyio.Event(),
-                               shutdown_grace_period=st.tuning.drain_s)
+    # on SIGTERM open streams get `drain_s` to finish before they are cut (api/sse.py).
+    return SSEStream(_sse(out, first, streams), ping_s=PING_INTERVAL_S, send_timeout_s=st.tuning.send_timeout_s,
+                     drain_s=st.tuning.drain_s, shutting_down=getattr(request.app.state, "shutting_down", _never),
+                     request_id=rid)
 
 
 async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:
@@ -217,46 +216,43 @@ async def _collect(out: OpenAIResponse, streams: SampleStreams) -> JSONResponse:
     return JSONResponse(out.body())
 
 
-def _event(data: str | None = None, comment: str | None = None) -> ServerSentEvent:
-    """An SSE event framed as OpenAI and vLLM frame them (`data: ...\n\n`). sse-starlette
-    encodes a `ServerSentEvent` with its own separator, `\r\n` by default, whatever the
-    response's `sep`; clients that split events on `\n\n` then lose events."""
-    return ServerSentEvent(data=data, comment=comment, sep="\n")
+def _never() -> bool:
+    return False
 
 
 async def _sse(out: OpenAIResponse, first: tuple[int, TokenDelta], streams: SampleStreams
-               ) -> AsyncIterator[ServerSentEvent]:
+               ) -> AsyncGenerator[bytes, None]:
     try:
         if out.is_chat:
             for c in out.choices:
-                yield _event(out.chunk(c.index, None, None, first=True))
+                yield data(out.chunk(c.index, None, None, first=True))
         item: tuple[int, TokenDelta] | None = first
         while item is not None:
             index, delta = item
             for seg in out.feed(index, delta):
-                yield _event(out.chunk(index, seg, None))
+                yield data(out.chunk(index, seg, None))
             if out.hidden_progress():
-                yield _event(comment=f"thinking: {out.progress_tokens} reasoning tokens")
+                yield comment(f"thinking: {out.progress_tokens} reasoning tokens")
                 if out.include_usage:
-                    yield _event(out.usage_chunk())
+                    yield data(out.usage_chunk())
             finish = out.choices[index].finish
             if finish is not None:
-                yield _event(out.chunk(index, None, finish))
+                yield data(out.chunk(index, None, finish))
                 await streams.close(index)
             item = await anext(streams, None)
         out.finish()
         if out.include_usage:
-            yield _event(out.usage_chunk(final=True))
-        yield _event(comment=out.served_comment())
+            yield data(out.usage_chunk(final=True))
+        yield comment(out.served_comment())
     except asyncio.CancelledError:
         out.st.metrics.aborts.labels("client_disconnected").inc()
         raise
     except Exception as exc:  # after the stream started, errors travel in-band
         out.st.metrics.errors.labels(str(status_and_body(exc)[0])).inc()
-        yield _event(sse_error_data(exc))
+        yield data(sse_error_data(exc))
     finally:
         await streams.aclose()  # aborts on every worker still holding the request
-    yield _event("[DONE]")
+    yield data("[DONE]")
 
 
 def new_request_id() -> str:

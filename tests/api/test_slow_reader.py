@@ -62,8 +62,8 @@ async def _lifespan(app: Any, events: asyncio.Queue[dict[str, Any]], started: as
 
 def test_a_client_that_stops_reading_is_dropped_and_its_request_aborted(model_dir: Path) -> None:
     """Bug: a streaming client that stopped reading pinned its task, its socket and its request
-    on the node for as long as it stayed connected (no send timeout). Fix: sse-starlette's send
-    timeout (`send_timeout_s`); the stream's cleanup aborts the request on the node."""
+    on the node for as long as it stayed connected (no send timeout). Fix: the stream's send
+    timeout (`send_timeout_s`, api/sse.py); the stream's cleanup aborts the request on the node."""
     engine = EndlessEngine()
     node = NodeThread(engine=engine)
     address = WorkerAddress("decode-0", Role.DECODE, node.spec.rpc_address, node.spec.stats_address)
