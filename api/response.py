@@ -6,16 +6,19 @@ strings, logprobs. Usage counts the prompt once and every choice's completion to
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from api.logprobs import TokenText, chat_logprobs, completion_logprobs
 from api.service import Assembler, Prepared, TextDelta
 from api.state import GatewayState
 from router.plan import Plan
 from splitmind.protocol import TokenDelta, TokenLogprob
+
+_json = msgspec.json.Encoder()  # a stream's chunks, straight to bytes (api/sse.py frames them)
 
 
 @dataclass
@@ -167,7 +170,7 @@ class Response:
         the fallbacks taken."""
         return {"served_by": self.plan.served_by(), "fallbacks": self.plan.fallbacks()}
 
-    def chunk(self, index: int, text: TextDelta | None, finish: str | None, *, first: bool = False) -> str:
+    def chunk(self, index: int, text: TextDelta | None, finish: str | None, *, first: bool = False) -> bytes:
         choice_state = self.choices[index]
         if self.is_chat:
             delta: dict[str, Any] = {}
@@ -189,14 +192,14 @@ class Response:
             body["usage"] = self.usage()
         elif self.include_usage:
             body["usage"] = None
-        return json.dumps(body)
+        return _json.encode(body)
 
-    def usage_chunk(self, final: bool = False) -> str:
+    def usage_chunk(self, final: bool = False) -> bytes:
         body: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
                                 "choices": [], "usage": self.usage()}
         if final:
             body["splitmind"] = self.report()
-        return json.dumps(body)
+        return _json.encode(body)
 
     def served_comment(self) -> str:
         """The same report as an SSE comment, which every client skips: sent at the end of every

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
-from router.client import RequestStream, WorkerClient  # noqa: E402
+from router.client import WorkerClient  # noqa: E402
+from router.request_stream import RequestStream  # noqa: E402
 from splitmind.config import EngineConfig, NodeSpec, WorkerAddress  # noqa: E402
 from splitmind.launcher import free_port  # noqa: E402
 from splitmind.protocol import GenerateRequest, Role, Sampling, TokenDelta  # noqa: E402

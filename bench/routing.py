@@ -30,9 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.client import RequestStream, WorkerClient  # noqa: E402
+from router.client import WorkerClient  # noqa: E402
 from router.orchestrator import Orchestrator  # noqa: E402
 from router.registry import WorkerRegistry  # noqa: E402
+from router.request_stream import RequestStream  # noqa: E402
 from splitmind.config import DECODE_POLICIES, PREFILL_POLICIES, GatewayTuning, WorkerAddress  # noqa: E402
 from splitmind.protocol import (  # noqa: E402
     PROTOCOL_VERSION,

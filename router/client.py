@@ -1,8 +1,7 @@
 """The gateway's connection to one worker: a DEALER for requests, a SUB for its stats.
 
-Replies are routed by request id into a `RequestStream`: a one-slot mailbox that merges token
-deltas while the reader lags (vLLM's RequestOutputCollector idea), so a slow client costs a
-growing token list, never a growing queue of messages.
+Replies are routed by request id into a `RequestStream` (router/request_stream.py), which
+merges token deltas while the reader lags.
 
 A reply the gateway cannot use (wrong frame count, undecodable) is logged, rate-limited, and
 dropped, as on the node (`splitmind/wire_guard.py`); with CURVE keys both sockets are CURVE
@@ -16,19 +15,19 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import zmq
 import zmq.asyncio
 
 from router.breaker import Breaker
 from router.policies.base import WorkerView
+from router.request_stream import RequestStream, TokenLoad, view_of
 from splitmind import curve
 from splitmind.config import WorkerAddress
-from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
+from splitmind.errors import WorkerError
 from splitmind.protocol import (
     AbortRequest,
-    ErrorCode,
     ErrorReply,
     GenerateRequest,
     HealthReply,
@@ -36,11 +35,9 @@ from splitmind.protocol import (
     KVTransferParams,
     NodeStats,
     ReleaseKV,
-    Role,
     TokenDelta,
     encoder,
     from_node_decoder,
-    merge_deltas,
     stats_decoder,
 )
 from splitmind.wire_guard import RateLimitedLog, decode_frames, limit_message_size, watch_handshakes
@@ -48,106 +45,16 @@ from splitmind.wire_guard import RateLimitedLog, decode_frames, limit_message_si
 logger = logging.getLogger(__name__)
 
 
-class TokenLoad:
-    """Tokens in flight on one worker from this gateway's streams, kept as a running sum so a
-    routing snapshot of a thousand workers costs no walk over their streams.
-
-    It also keeps the worker's last snapshot (`WorkerClient.view`), dropped by any change to what
-    the snapshot shows: these tokens (a stream opening, a token arriving, a stream ending), the
-    open streams, a heartbeat, a handshake. A decision then rebuilds only the snapshots of workers
-    that changed since the last one, not a thousand."""
-
-    __slots__ = ("_tokens", "view")
-
-    def __init__(self) -> None:
-        self._tokens = 0
-        self.view: WorkerView | None = None
-
-    @property
-    def tokens(self) -> int:
-        return self._tokens
-
-    @tokens.setter
-    def tokens(self, tokens: int) -> None:
-        self._tokens = tokens
-        self.view = None
+RECV_BATCH = 256  # messages read per wake-up at most, so one busy worker cannot hold the loop
 
 
-class RequestStream:
-    """Deltas of one request on one worker, merged while unread."""
-
-    def __init__(self, request_id: str, worker_id: str, tokens: int = 0, load: TokenLoad | None = None,
-                 breaker: Breaker | None = None) -> None:
-        self.request_id = request_id
-        self.worker_id = worker_id
-        self.breaker = breaker or Breaker(threshold=0)  # told of the worker's failures and successes
-        self._answered = False
-        self.tokens = tokens  # prompt + generated so far: the load it puts on the worker (routing)
-        self.load = load or TokenLoad()
-        self.load.tokens += tokens
-        self._pending: TokenDelta | None = None
-        self._error: ErrorReply | None = None
-        self._ready = asyncio.Event()
-        self.finished = False
-
-    def push(self, msg: TokenDelta | ErrorReply) -> None:
-        if isinstance(msg, ErrorReply):
-            self._error = msg
-            self._ready.set()
-            return
-        self.tokens += len(msg.token_ids)
-        self.load.tokens += len(msg.token_ids)
-        if self._pending is None:
-            self._pending = msg
-        else:
-            self._pending = merge_deltas(self._pending, msg)
-        self._ready.set()
-
-    def unread_kv(self) -> KVTransferParams | None:
-        """The KV address of a finished prefill that nobody read from this stream."""
-        return self._pending.kv_transfer if self._pending is not None else None
-
-    def fail(self, message: str) -> None:
-        self.push(ErrorReply(self.request_id, ErrorCode.INTERNAL, message))
-
-    async def next(self, timeout_s: float, waiting_for: str = "output") -> TokenDelta:
-        """The merged deltas since the last call; raises on worker error or silence. `waiting_for`
-        names the phase in the timeout's message (and the setting that bounds it)."""
+def _queued(sock: zmq.Socket[bytes], limit: int) -> Iterator[list[bytes]]:
+    """Messages already waiting on `sock`, read without blocking, at most `limit`."""
+    for _ in range(limit):
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._ready.wait()
-        except TimeoutError:
-            self.breaker.failure()
-            message = f"no {waiting_for} for request {self.request_id} in {timeout_s:g}s"
-            raise WorkerTimeoutError(self.worker_id, message) from None
-        self._ready.clear()
-        if self._error is not None:
-            err = self._error
-            if err.code == ErrorCode.BAD_REQUEST:
-                raise WorkerRejectedError(self.worker_id, err.message)
-            self.breaker.failure()
-            raise WorkerError(self.worker_id, err.message)
-        delta, self._pending = self._pending, None
-        assert delta is not None
-        if not self._answered:  # output is proof the worker works
-            self._answered = True
-            self.breaker.success()
-        if delta.finish_reason is not None:
-            self.finished = True
-        return delta
-
-
-def view_of(worker_id: str, role: Role, own: int, own_tokens: int, stats: NodeStats | None,
-            prefix_caching: bool = False) -> WorkerView:
-    """A snapshot for routing: this gateway's own open streams (fresh) or the node's report
-    (every gateway's, one heartbeat old), whichever says more."""
-    if stats is None:
-        return WorkerView(worker_id, role, own, 0, own_tokens, prefix_caching=prefix_caching)
-    requests = stats.num_running + stats.num_waiting
-    tokens = stats.tokens_in_flight
-    # conditionals, not max(): a snapshot of a thousand workers is on every request's path
-    return WorkerView(worker_id, role, own if own > requests else requests, stats.num_waiting,
-                      own_tokens if own_tokens > tokens else tokens, stats.kv_usage, prefix_caching)
+            yield sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 class WorkerClient:
@@ -301,31 +208,39 @@ class WorkerClient:
         await self.dealer.send(encoder.encode(ReleaseKV(request_id, kv)))
 
     async def _recv_loop(self) -> None:
-        where = f"worker {self.worker_id} reply"
+        # After each awaited message, what is already queued is read without a future per message
+        # (`_queued`): under load a wake-up finds dozens, and the asyncio socket's machinery per
+        # message was a tenth of the gateway's CPU per token (bench/gateway_throughput.py).
+        sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.dealer.underlying)
         while True:
-            msg = decode_frames(await self.dealer.recv_multipart(), 1, from_node_decoder, self.drops, where)
-            if msg is None:
-                continue
-            # Any reply shows the node alive: a node busy streaming tokens whose heartbeat runs
-            # late is not declared dead mid-stream; only silence on both planes is.
-            if self.last_seen_s is not None:
-                self.last_seen_s = time.monotonic()
-            if isinstance(msg, HealthReply):
-                fut = self._health_waiters.get(msg.request_id)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-                continue
-            if isinstance(msg, ErrorReply) and msg.request_id in self._health_waiters:
-                fut = self._health_waiters[msg.request_id]
-                if not fut.done():
-                    fut.set_exception(WorkerError(self.worker_id, msg.message))
-                continue
-            stream = self.streams.get(msg.request_id)
-            if stream is not None:
-                stream.push(msg)
-            elif isinstance(msg, TokenDelta) and msg.kv_transfer is not None:
-                self._orphan(msg.request_id, msg.kv_transfer)  # a prefill that finished as it was aborted
-            # else: aborted or released; late output is dropped
+            self._handle(await self.dealer.recv_multipart())
+            for frames in _queued(sync, RECV_BATCH):
+                self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        msg = decode_frames(frames, 1, from_node_decoder, self.drops, f"worker {self.worker_id} reply")
+        if msg is None:
+            return
+        # Any reply shows the node alive: a node busy streaming tokens whose heartbeat runs
+        # late is not declared dead mid-stream; only silence on both planes is.
+        if self.last_seen_s is not None:
+            self.last_seen_s = time.monotonic()
+        if isinstance(msg, HealthReply):
+            fut = self._health_waiters.get(msg.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            return
+        if isinstance(msg, ErrorReply) and msg.request_id in self._health_waiters:
+            fut = self._health_waiters[msg.request_id]
+            if not fut.done():
+                fut.set_exception(WorkerError(self.worker_id, msg.message))
+            return
+        stream = self.streams.get(msg.request_id)
+        if stream is not None:
+            stream.push(msg)
+        elif isinstance(msg, TokenDelta) and msg.kv_transfer is not None:
+            self._orphan(msg.request_id, msg.kv_transfer)  # a prefill that finished as it was aborted
+        # else: aborted or released; late output is dropped
 
     async def _stats_loop(self) -> None:
         where = f"worker {self.worker_id} stats"

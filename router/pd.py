@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from router.client import RequestStream, WorkerClient
+from router.client import WorkerClient
 from router.early_exit import EarlyExit, ProbeOutcome, Prober
+from router.request_stream import RequestStream
 from router.thinking import ThinkingGuard, ThinkingLimit, guarded
 from router.timings import PhaseTimings
 from splitmind.config import GatewayTuning

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from router.client import RequestStream
+from router.request_stream import RequestStream
 from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
 from splitmind.protocol import ErrorCode, ErrorReply, FinishReason, TokenDelta
 
@@ -122,3 +122,49 @@ def test_tokens_in_flight_follow_open_tokens_release_and_abort() -> None:
         return seen
 
     assert asyncio.run(run()) == [17, 19, 7, 0, 0]
+
+
+def test_a_burst_of_replies_is_read_whole_in_order_across_batches() -> None:
+    """The receive loop reads what is already queued without awaiting each message, at most
+    `RECV_BATCH` per wake-up (router/client.py): a burst several batches long arrives whole, in
+    order, merged into the one-slot mailbox, and two requests' replies stay apart."""
+    import zmq
+    import zmq.asyncio
+
+    from router.client import RECV_BATCH, WorkerClient
+    from splitmind.config import WorkerAddress
+    from splitmind.protocol import GenerateRequest, Role, Sampling, encoder
+
+    burst = 3 * RECV_BATCH + 7
+
+    async def run() -> tuple[list[int], list[int]]:
+        ctx = zmq.asyncio.Context()
+        node = ctx.socket(zmq.ROUTER)
+        node.setsockopt(zmq.ROUTER_MANDATORY, 1)  # as a node's: a full queue waits, never drops
+        port = node.bind_to_random_port("tcp://127.0.0.1")
+        worker = WorkerClient(WorkerAddress("d0", Role.DECODE, f"tcp://127.0.0.1:{port}", "tcp://127.0.0.1:9"), ctx)
+        worker.start()
+        try:
+            a = await worker.open(GenerateRequest("a", [1], Sampling(max_tokens=burst)))
+            b = await worker.open(GenerateRequest("b", [1], Sampling(max_tokens=burst)))
+            identity, _ = await node.recv_multipart()
+            await node.recv_multipart()
+            for i in range(burst):  # queued faster than the loop wakes
+                await node.send_multipart([identity, encoder.encode(TokenDelta("a", [i]))])
+                await node.send_multipart([identity, encoder.encode(TokenDelta("b", [burst - i]))])
+            got_a: list[int] = []
+            got_b: list[int] = []
+            while len(got_a) < burst or len(got_b) < burst:
+                if len(got_a) < burst:
+                    got_a += (await a.next(5)).token_ids
+                if len(got_b) < burst:
+                    got_b += (await b.next(5)).token_ids
+        finally:
+            await worker.close()
+            node.close(0)
+            ctx.term()
+        return got_a, got_b
+
+    got_a, got_b = asyncio.run(run())
+    assert got_a == list(range(burst))
+    assert got_b == [burst - i for i in range(burst)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from router.client import RequestStream
 from router.early_exit import EarlyExit
 from router.pd import ROUTE_COLOCATED, Generation
+from router.request_stream import RequestStream
 from router.thinking import NO_BUDGET, ThinkingLimit
 from splitmind.config import GatewayTuning
 from splitmind.protocol import FinishReason, GenerateRequest, Sampling, TokenDelta

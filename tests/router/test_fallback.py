@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from router.client import RequestStream
 from router.pd import ROUTE_DISAGGREGATED, Generation
+from router.request_stream import RequestStream
 from splitmind.config import GatewayTuning
 from splitmind.errors import WorkerError, WorkerRejectedError
 from splitmind.protocol import (

@@ -17,8 +17,8 @@ import pytest
 import uvloop
 import zmq
 
-from router.client import RequestStream
 from router.registry import MONITOR_INTERVAL_S, WorkerRegistry
+from router.request_stream import RequestStream
 from splitmind.config import WorkerAddress
 from splitmind.protocol import (
     GenerateRequest,

@@ -4,13 +4,13 @@ import random
 
 import pytest
 
-from router.client import RequestStream, TokenLoad, view_of
 from router.orchestrator import Orchestrator
 from router.policies.base import RouteRequest, WorkerView
 from router.policies.capacity import CapacityFilter
 from router.policies.pd_decider import PrefillCostDecider
 from router.policies.prefix_index import PrefixIndex
 from router.policies.profiles import decode_profile, prefill_profile
+from router.request_stream import RequestStream, TokenLoad, view_of
 from splitmind.config import GatewayTuning
 from splitmind.protocol import NodeStats, Role, Sampling, TokenDelta
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.client import RequestStream, view_of
 from router.orchestrator import Orchestrator
 from router.policies.base import WorkerView
+from router.request_stream import RequestStream, view_of
 from splitmind.config import GatewayTuning
 from splitmind.errors import NoWorkerError, OverloadedError
 from splitmind.protocol import NodeStats, Role, Sampling

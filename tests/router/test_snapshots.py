@@ -8,9 +8,10 @@ import asyncio
 import time
 
 from router.breaker import Breaker
-from router.client import WorkerClient, view_of
+from router.client import WorkerClient
 from router.orchestrator import Orchestrator
 from router.registry import WorkerRegistry
+from router.request_stream import view_of
 from splitmind.config import GatewayTuning, WorkerAddress
 from splitmind.protocol import PROTOCOL_VERSION, GenerateRequest, HealthReply, NodeStats, Role, Sampling, TokenDelta
 from tests.router.null_sockets import NullContext

@@ -1,0 +1,119 @@
+"""What the gateway holds per request on one worker, and the snapshot routing reads per worker.
+
+`RequestStream` is a one-slot mailbox that merges token deltas while the reader lags (vLLM's
+RequestOutputCollector idea), so a slow client costs a growing token list, never a growing
+queue of messages. `TokenLoad` keeps a worker's tokens in flight as a running sum, and
+`view_of` makes the `WorkerView` that routing policies score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from router.breaker import Breaker
+from router.policies.base import WorkerView
+from splitmind.errors import WorkerError, WorkerRejectedError, WorkerTimeoutError
+from splitmind.protocol import ErrorCode, ErrorReply, KVTransferParams, NodeStats, Role, TokenDelta, merge_deltas
+
+
+class TokenLoad:
+    """Tokens in flight on one worker from this gateway's streams, kept as a running sum so a
+    routing snapshot of a thousand workers costs no walk over their streams.
+
+    It also keeps the worker's last snapshot (`WorkerClient.view`), dropped by any change to what
+    the snapshot shows: these tokens (a stream opening, a token arriving, a stream ending), the
+    open streams, a heartbeat, a handshake. A decision then rebuilds only the snapshots of workers
+    that changed since the last one, not a thousand."""
+
+    __slots__ = ("_tokens", "view")
+
+    def __init__(self) -> None:
+        self._tokens = 0
+        self.view: WorkerView | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, tokens: int) -> None:
+        self._tokens = tokens
+        self.view = None
+
+
+class RequestStream:
+    """Deltas of one request on one worker, merged while unread."""
+
+    def __init__(self, request_id: str, worker_id: str, tokens: int = 0, load: TokenLoad | None = None,
+                 breaker: Breaker | None = None) -> None:
+        self.request_id = request_id
+        self.worker_id = worker_id
+        self.breaker = breaker or Breaker(threshold=0)  # told of the worker's failures and successes
+        self._answered = False
+        self.tokens = tokens  # prompt + generated so far: the load it puts on the worker (routing)
+        self.load = load or TokenLoad()
+        self.load.tokens += tokens
+        self._pending: TokenDelta | None = None
+        self._error: ErrorReply | None = None
+        self._ready = asyncio.Event()
+        self.finished = False
+
+    def push(self, msg: TokenDelta | ErrorReply) -> None:
+        if isinstance(msg, ErrorReply):
+            self._error = msg
+            self._ready.set()
+            return
+        self.tokens += len(msg.token_ids)
+        self.load.tokens += len(msg.token_ids)
+        if self._pending is None:
+            self._pending = msg
+        else:
+            self._pending = merge_deltas(self._pending, msg)
+        self._ready.set()
+
+    def unread_kv(self) -> KVTransferParams | None:
+        """The KV address of a finished prefill that nobody read from this stream."""
+        return self._pending.kv_transfer if self._pending is not None else None
+
+    def fail(self, message: str) -> None:
+        self.push(ErrorReply(self.request_id, ErrorCode.INTERNAL, message))
+
+    async def next(self, timeout_s: float, waiting_for: str = "output") -> TokenDelta:
+        """The merged deltas since the last call; raises on worker error or silence. `waiting_for`
+        names the phase in the timeout's message (and the setting that bounds it)."""
+        try:
+            if not self._ready.is_set():  # no timer when output is already waiting (under load, mostly)
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+        except TimeoutError:
+            self.breaker.failure()
+            message = f"no {waiting_for} for request {self.request_id} in {timeout_s:g}s"
+            raise WorkerTimeoutError(self.worker_id, message) from None
+        self._ready.clear()
+        if self._error is not None:
+            err = self._error
+            if err.code == ErrorCode.BAD_REQUEST:
+                raise WorkerRejectedError(self.worker_id, err.message)
+            self.breaker.failure()
+            raise WorkerError(self.worker_id, err.message)
+        delta, self._pending = self._pending, None
+        assert delta is not None
+        if not self._answered:  # output is proof the worker works
+            self._answered = True
+            self.breaker.success()
+        if delta.finish_reason is not None:
+            self.finished = True
+        return delta
+
+
+def view_of(worker_id: str, role: Role, own: int, own_tokens: int, stats: NodeStats | None,
+            prefix_caching: bool = False) -> WorkerView:
+    """A snapshot for routing: this gateway's own open streams (fresh) or the node's report
+    (every gateway's, one heartbeat old), whichever says more."""
+    if stats is None:
+        return WorkerView(worker_id, role, own, 0, own_tokens, prefix_caching=prefix_caching)
+    requests = stats.num_running + stats.num_waiting
+    tokens = stats.tokens_in_flight
+    # conditionals, not max(): a snapshot of a thousand workers is on every request's path
+    return WorkerView(worker_id, role, own if own > requests else requests, stats.num_waiting,
+                      own_tokens if own_tokens > tokens else tokens, stats.kv_usage, prefix_caching)
