@@ -13,7 +13,9 @@ number that says how many tokens one gateway core can carry: 1 / that), chunks p
 when deltas merged), and the delay the path added to each token. The baseline, measured in the same run, is the
 fake node alone (its CPU per token) and the schedule itself (the offered rate). The added delay
 is each chunk's lateness against the schedule, anchored at the stream's least-late chunk (so it
-is jitter and queueing, not the request's set-up). A last row has
+is jitter and queueing, not the request's set-up). Rows with
+staggered starts spread each interval's tokens evenly, as independent clients' would be; in
+the steady rows every stream's i-th token falls due in the same instant. A last row has
 slow readers, which read in bursts: the gateway should merge their deltas into fewer chunks
 rather than queue them. Issue #16's goals: 20,000 tokens/s on one gateway core across 256
 streams, p99 added delay under 1 ms.
@@ -161,11 +163,20 @@ def cpu_s(pid: int) -> float:
 
 
 async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_s: float,
-                  gateway: int, node: int) -> dict[str, float]:
+                  gateway: int, node: int, stagger: bool = False) -> dict[str, float]:
+    """`stagger`: stream k starts k / streams of an interval after the first, so the streams'
+    tokens are spread over each interval as independent clients' would be, instead of all
+    streams' i-th tokens falling due in the same instant (a burst of `streams` tokens)."""
     body = json.dumps({"model": "m", "prompt": [1, 2, 3], "max_tokens": tokens, "stream": True,
                        "temperature": 0, "seed": int(interval_s * 1e6), "ignore_eos": True}).encode()
+
+    async def started(k: int) -> tuple[list[float], list[int]]:
+        if stagger:
+            await asyncio.sleep(k * interval_s / streams)
+        return await one_stream(port, body, slow_s)
+
     g0, n0, t0 = cpu_s(gateway), cpu_s(node), time.monotonic()
-    results = await asyncio.gather(*(one_stream(port, body, slow_s) for _ in range(streams)))
+    results = await asyncio.gather(*(started(k) for k in range(streams)))
     wall = time.monotonic() - t0
     g1, n1 = cpu_s(gateway), cpu_s(node)
     got = sum(sum(c) for _, c in results)
@@ -200,6 +211,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=256)
     ap.add_argument("--tokens", type=int, default=200, help="per stream")
     ap.add_argument("--intervals-ms", default="100,40,20,12.8,8", help="per stream: the offered rates")
+    ap.add_argument("--staggered-ms", default="100,40", help="the same, the streams' starts spread over one")
     ap.add_argument("--slow-streams", type=int, default=32)
     ap.add_argument("--fake-node", help=argparse.SUPPRESS)
     ap.add_argument("--token-ids", help=argparse.SUPPRESS)
@@ -245,8 +257,15 @@ def main() -> None:
                 rows.append(("steady", row))
                 print(f"[gateway_throughput] {args.streams} streams every {ms:g} ms: "
                       f"{row['delivered']:.0f} tokens/s", flush=True)
-            slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid))
-            rows.append(("slow readers (read every 50 ms)", slow))
+            for ms in (float(x) for x in args.staggered_ms.split(",") if x):
+                row = asyncio.run(run_row(port, args.streams, args.tokens, ms / 1e3, 0.0, gateway.pid, node.pid,
+                                          stagger=True))
+                rows.append(("staggered starts", row))
+                print(f"[gateway_throughput] {args.streams} staggered streams every {ms:g} ms: "
+                      f"{row['delivered']:.0f} tokens/s, p99 added delay {row['p99_ms']:.2f} ms", flush=True)
+            if args.slow_streams:
+                slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid))
+                rows.append(("slow readers (read every 50 ms)", slow))
         finally:
             for p in (gateway, node):
                 p.terminate()
@@ -263,9 +282,13 @@ def main() -> None:
         print(f"| {name} | {r['streams']:.0f} | {r['interval_ms']:g} | {r['offered']:.0f} | {r['delivered']:.0f} "
               f"| {r['complete']:.0%} | {r['gw_cpu']:.2f} | {r['gw_us_per_token']:.1f} | {r['node_us_per_token']:.1f} "
               f"| {r['chunks_per_token']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
-    best = min(r["gw_us_per_token"] for _, r in rows[:-1])
-    print(f"\none gateway core at the best measured CPU per token: {1e6 / best:,.0f} tokens/s "
-          "(issue #16's goal: 20,000 across 256 streams)")
+    unmerged = [r["gw_us_per_token"] for _, r in rows if r["chunks_per_token"] >= 0.97]
+    most = max((r for _, r in rows), key=lambda r: r["delivered"])
+    if unmerged:
+        print(f"\none chunk per token: {min(unmerged):.1f} us of gateway CPU each, so one core carries "
+              f"{1e6 / min(unmerged):,.0f} tokens/s unmerged")
+    print(f"most delivered: {most['delivered']:,.0f} tokens/s of {most['offered']:,.0f} offered "
+          f"({most['chunks_per_token']:.2f} chunks per token; issue #16's goal: 20,000 across 256 streams)")
 
 
 if __name__ == "__main__":
