@@ -185,6 +185,7 @@ class WorkerClient:
     def _forget(self, request_id: str) -> None:
         stream = self.streams.pop(request_id, None)
         if stream is not None:
+            stream.stop_timer()
             self.load.tokens -= stream.tokens  # drops the snapshot: the stream count changed too
             self.breaker.ended(request_id)
             unread = stream.unread_kv()

@@ -42,7 +42,12 @@ class TokenLoad:
 
 
 class RequestStream:
-    """Deltas of one request on one worker, merged while unread."""
+    """Deltas of one request on one worker, merged while unread.
+
+    The silence timeout of `next()` is one timer per stream that moves lazily: each wait only
+    sets a deadline, and the timer, when it fires before that deadline, re-arms itself for it. A
+    timer armed and cancelled around every token (`asyncio.timeout`) was half of a stream's
+    cost to wait for its next delta (bench/gateway_throughput.py's profile)."""
 
     def __init__(self, request_id: str, worker_id: str, tokens: int = 0, load: TokenLoad | None = None,
                  breaker: Breaker | None = None) -> None:
@@ -57,6 +62,10 @@ class RequestStream:
         self._error: ErrorReply | None = None
         self._ready = asyncio.Event()
         self.finished = False
+        self._deadline = 0.0  # of the wait under way: loop time
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False
+        self._timed_out = False
 
     def push(self, msg: TokenDelta | ErrorReply) -> None:
         if isinstance(msg, ErrorReply):
@@ -71,6 +80,23 @@ class RequestStream:
             self._pending = merge_deltas(self._pending, msg)
         self._ready.set()
 
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._waiting or self._ready.is_set():
+            return  # the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            return
+        self._timed_out = True
+        self._ready.set()
+
+    def stop_timer(self) -> None:
+        """The stream is done with: its timer goes now, not at its deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def unread_kv(self) -> KVTransferParams | None:
         """The KV address of a finished prefill that nobody read from this stream."""
         return self._pending.kv_transfer if self._pending is not None else None
@@ -81,14 +107,23 @@ class RequestStream:
     async def next(self, timeout_s: float, waiting_for: str = "output") -> TokenDelta:
         """The merged deltas since the last call; raises on worker error or silence. `waiting_for`
         names the phase in the timeout's message (and the setting that bounds it)."""
-        try:
-            if not self._ready.is_set():  # no timer when output is already waiting (under load, mostly)
-                async with asyncio.timeout(timeout_s):
-                    await self._ready.wait()
-        except TimeoutError:
-            self.breaker.failure()
-            message = f"no {waiting_for} for request {self.request_id} in {timeout_s:g}s"
-            raise WorkerTimeoutError(self.worker_id, message) from None
+        if not self._ready.is_set():
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.time() + timeout_s
+            if self._timer is None or self._timer.when() > self._deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._waiting, self._timed_out = True, False
+            try:
+                await self._ready.wait()
+            finally:
+                self._waiting = False
+            if self._timed_out and self._pending is None and self._error is None:  # else: it came just in time
+                self._ready.clear()
+                self.breaker.failure()
+                message = f"no {waiting_for} for request {self.request_id} in {timeout_s:g}s"
+                raise WorkerTimeoutError(self.worker_id, message)
         self._ready.clear()
         if self._error is not None:
             err = self._error

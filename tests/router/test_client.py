@@ -37,6 +37,57 @@ def test_silence_times_out_naming_the_phase() -> None:
         asyncio.run(RequestStream("r", "w").next(0.05, "next token (gateway.stream_idle_timeout_s)"))
 
 
+def test_the_silence_timeout_counts_from_each_wait_and_its_timer_moves_lazily() -> None:
+    """One timer per stream, re-armed only when it fires before the current wait's deadline:
+    tokens every 0.1 s never trip a 0.25 s timeout however long the stream runs, a later wait
+    with a shorter timeout than the timer armed for still gets its own, and silence then trips
+    it within its timeout, not the earlier wait's."""
+    async def run() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        s = RequestStream("r", "w")
+
+        async def feed() -> None:
+            for i in range(12):
+                await asyncio.sleep(0.1)
+                s.push(TokenDelta("r", [i]))
+
+        feeder = asyncio.ensure_future(feed())
+        got = []
+        while len(got) < 12:
+            got += (await s.next(0.25)).token_ids
+        await feeder
+        s2 = RequestStream("r2", "w")
+        waiter = asyncio.ensure_future(s2.next(30))  # arms a timer 30 s out
+        await asyncio.sleep(0.05)
+        s2.push(TokenDelta("r2", [1]))
+        await waiter
+        t0 = loop.time()
+        with pytest.raises(WorkerTimeoutError):
+            await s2.next(0.2)  # earlier than the armed timer: re-armed for it
+        took = loop.time() - t0
+        return len(got), took
+
+    n, took = asyncio.run(run())
+    assert n == 12
+    assert 0.2 <= took < 1.0, took
+
+
+def test_output_that_arrives_as_the_timer_fires_is_returned_not_lost() -> None:
+    """The timer fires and a delta arrives in the same turn of the loop, before the waiter runs."""
+    import time
+
+    async def run() -> list[int]:
+        s = RequestStream("r", "w")
+        waiter = asyncio.ensure_future(s.next(0.01))
+        await asyncio.sleep(0)  # waiting now, its timer armed
+        time.sleep(0.02)  # noqa: ASYNC251 - the loop is busy past the deadline, on purpose
+        s._on_timer()  # what the timer does when it runs: due, so it times the wait out
+        s.push(TokenDelta("r", [7]))  # and output arrives in the same turn
+        return (await waiter).token_ids
+
+    assert asyncio.run(run()) == [7]
+
+
 def test_a_node_streaming_tokens_is_alive_though_its_heartbeat_is_late() -> None:
     """Only silence on every plane makes a worker unhealthy: replies count as signs of life."""
     import zmq
