@@ -12,7 +12,11 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kv_transfer, for --as-node
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -21,9 +25,15 @@ async def run(args: argparse.Namespace) -> None:
     from vllm.sampling_params import RequestOutputKind, SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    extra: dict[str, object] = {}
+    if args.as_node:  # what a splitmind node adds: the NIXL connector, stats for its stat logger
+        from kv_transfer.nixl import nixl_kv_transfer_config
+
+        extra = {"kv_transfer_config": nixl_kv_transfer_config(kv_buffer_device="cpu", kv_lease_s=30),
+                 "disable_log_stats": False}
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
         model=args.model, dtype="float32", max_model_len=args.max_model_len, enforce_eager=True,
-        enable_prefix_caching=False))
+        enable_prefix_caching=False, **extra))  # type: ignore[arg-type]
     try:
         prompts = json.loads(args.prompts)
         params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True, detokenize=False,
@@ -48,6 +58,7 @@ if __name__ == "__main__":
     p.add_argument("--prompts", required=True, help="JSON list of token-id lists")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--as-node", action="store_true", help="with the engine arguments a splitmind node adds")
     a = p.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     asyncio.run(run(a))

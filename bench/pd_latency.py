@@ -1,10 +1,13 @@
 """TTFT and inter-token latency: splitmind's disaggregated path vs. one bare vLLM engine.
 
-    .venv/bin/python bench/pd_latency.py            # builds a bench checkpoint, ~6 minutes on 2 cores
+    .venv/bin/python bench/pd_latency.py            # builds a bench checkpoint, ~3 minutes on 2 cores
 
 For each prompt length it measures, in one run on one machine:
-- engine: the prompt sent straight to a single vLLM AsyncLLM (its own process, one core, as
-  each splitmind node gets on a 2-core machine) -- the baseline;
+- engine: the prompt sent straight to a single vLLM AsyncLLM (its own process, compute threads
+  on one core, as each splitmind node's on a 2-core machine) -- the baseline;
+- as-node: the same engine with the arguments a node adds (the NIXL connector) and every one of
+  its processes on that one core, as a node confines its engine: how much of the gap to the
+  baseline is the engine's placement rather than splitmind's path;
 - colocated: through splitmind's gateway to a decode node that prefills itself;
 - disaggregated: gateway -> prefill node -> NIXL KV transfer -> decode node.
 Both splitmind routes run on one `splitmind up` cluster (route chosen per request with the
@@ -34,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
+from splitmind.launcher import free_port  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -55,20 +59,56 @@ def histogram_sums(url: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def stream_once(url: str, prompt: list[int], max_tokens: int, route: str) -> tuple[float, float]:
+# One client for the whole run, as real clients keep one: `httpx.stream()` builds a new client per
+# call, and that (an SSL context, a connection) cost 20-25 ms that an earlier version of this
+# bench counted into splitmind's TTFT (docs/benchmarks.md, 2026-12-02).
+CLIENT = httpx.Client(timeout=120)
+
+
+def stream_once(url: str, prompt: list[int], max_tokens: int, route: str) -> tuple[float, float, float]:
+    """TTFT, mean inter-token latency and chunks per token of one streamed completion. Tokens are
+    counted per chunk from the running usage (`continuous_usage_stats`), and a chunk's tokens all
+    get its arrival time, as the engine baseline stamps the tokens of one engine output: the
+    gateway merges deltas a reader has not taken yet, and a mean gap per chunk then read as a
+    slower stream (41 chunks for 64 tokens in one run, 2026-12-02)."""
     body = {"model": "model", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "ignore_eos": True}
+            "ignore_eos": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
     t0 = time.perf_counter()
     stamps: list[float] = []
-    with httpx.stream("POST", url + "/v1/completions", json=body, headers={"x-splitmind-route": route},
-                      timeout=120) as r:
+    chunks = tokens = 0
+    with CLIENT.stream("POST", url + "/v1/completions", json=body, headers={"x-splitmind-route": route}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("data: {"):
-                stamps.append(time.perf_counter())
+                now = time.perf_counter()
+                chunk = json.loads(line[6:])
+                seen = (chunk.get("usage") or {}).get("completion_tokens", tokens)
+                if chunk.get("choices") and seen > tokens:
+                    stamps += [now] * (seen - tokens)
+                    chunks += 1
+                tokens = max(tokens, seen)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    # chunks, not tokens: with one token per step they are the same; report per chunk
-    return stamps[0] - t0, statistics.mean(gaps) if gaps else 0.0
+    return stamps[0] - t0, statistics.mean(gaps) if gaps else 0.0, chunks / max(len(stamps), 1)
+
+
+def baseline(model: Path, series: list[list[int]], lengths: list[int], max_tokens: int, max_model_len: int, *,
+             as_node: bool) -> dict[int, tuple[float, float]]:
+    """Median (TTFT, ITL) per prompt length of `bench/engine_baseline.py`. `as_node`: with the
+    engine arguments a node adds and every engine process confined to one core, as a node
+    confines its engine (`splitmind/node/main.py`); the bare engine pins only its compute
+    threads and lets its engine core and frontend use the other core."""
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0", "VLLM_CPU_KVCACHE_SPACE": "2",
+           "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port("127.0.0.1"))}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_baseline.py"), "--model", str(model),
+                           "--prompts", json.dumps(series), "--max-tokens", str(max_tokens),
+                           "--max-model-len", str(max_model_len), *(["--as-node"] if as_node else [])],
+                          env=env, capture_output=True, text=True, cwd=ROOT,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if as_node else None)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or len(rows) != len(series):
+        sys.exit(f"baseline failed:\n{proc.stderr[-3000:]}")
+    return {n: (statistics.median(r["ttft_s"] for r in rows if r["prompt_len"] == n),
+                statistics.median(r["itl_s"] for r in rows if r["prompt_len"] == n)) for n in lengths}
 
 
 def phase_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -97,17 +137,11 @@ def main() -> None:
     prompts = {n: [rng.randrange(3, 250) for _ in range(n)] for n in lengths}
     max_model_len = max(lengths) + args.max_tokens + 64
 
-    print(f"[bench] baseline: bare vLLM engine on core 0, {args.reps} reps x {lengths}", flush=True)
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0", "VLLM_CPU_KVCACHE_SPACE": "2"}
     series = [prompts[n] for n in lengths for _ in range(args.reps)]
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_baseline.py"), "--model", str(model),
-                           "--prompts", json.dumps(series), "--max-tokens", str(args.max_tokens),
-                           "--max-model-len", str(max_model_len)], env=env, capture_output=True, text=True)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or len(rows) != len(series):
-        sys.exit(f"baseline failed:\n{proc.stderr[-3000:]}")
-    engine = {n: (statistics.median(r["ttft_s"] for r in rows if r["prompt_len"] == n),
-                  statistics.median(r["itl_s"] for r in rows if r["prompt_len"] == n)) for n in lengths}
+    print(f"[bench] baseline: bare vLLM engine, compute threads on core 0, {args.reps} reps x {lengths}", flush=True)
+    engine = baseline(model, series, lengths, args.max_tokens, max_model_len, as_node=False)
+    print("[bench] baseline: the same engine as a node runs it (NIXL connector; every process on core 0)", flush=True)
+    engine_node = baseline(model, series, lengths, args.max_tokens, max_model_len, as_node=True)
 
     print("[bench] splitmind up: 1 prefill node (core 0) + 1 decode node (core 1)", flush=True)
     config = (f"[engine]\nkv_cache_gib = 2\nmax_model_len = {max_model_len}\nenable_prefix_caching = false\n"
@@ -119,7 +153,8 @@ def main() -> None:
         stream_once(cluster.url, prompts[lengths[0]], 4, "disaggregated")  # warm up both paths
         stream_once(cluster.url, prompts[lengths[0]], 4, "colocated")
         for n in lengths:
-            row: dict[str, float] = {"prompt_len": n, "engine_ttft": engine[n][0], "engine_itl": engine[n][1]}
+            row: dict[str, float] = {"prompt_len": n, "engine_ttft": engine[n][0], "engine_itl": engine[n][1],
+                                     "engine_node_ttft": engine_node[n][0], "engine_node_itl": engine_node[n][1]}
             for route in ("colocated", "disaggregated"):
                 before = histogram_sums(cluster.url)
                 runs = [stream_once(cluster.url, prompts[n], args.max_tokens, route) for _ in range(args.reps)]
@@ -128,6 +163,7 @@ def main() -> None:
                 row[f"{route}_ttft"] = statistics.median(r[0] for r in runs)
                 row[f"{route}_ttft_max"] = max(r[0] for r in runs)
                 row[f"{route}_itl"] = statistics.median(r[1] for r in runs)
+                row[f"{route}_chunks_per_token"] = statistics.median(r[2] for r in runs)
                 if route == "disaggregated":
                     row.update({f"phase_{k}": v for k, v in phases.items()})
             results.append(row)
@@ -139,14 +175,15 @@ def main() -> None:
     ms = 1000.0
     print("\nTTFT and ITL in ms (median of", args.reps, "runs); phases are means over the disaggregated runs\n")
     head = ("prompt", "engine TTFT", "coloc TTFT", "PD TTFT", "PD max", "PD overhead", "tokenize", "prefill",
-            "KV xfer", "1st decode", "engine ITL", "coloc ITL", "PD ITL")
+            "KV xfer", "1st decode", "engine ITL", "as-node ITL", "coloc ITL", "PD ITL", "PD chunk/tok")
     print(" | ".join(f"{h:>11}" for h in head))
     for r in results:
         cells = [r["prompt_len"], r["engine_ttft"] * ms, r["colocated_ttft"] * ms, r["disaggregated_ttft"] * ms,
                  r["disaggregated_ttft_max"] * ms, (r["disaggregated_ttft"] - r["engine_ttft"]) * ms,
                  r["phase_tokenize"] * ms, r["phase_prefill"] * ms, r["phase_kv_transfer"] * ms,
                  r["phase_decode_first"] * ms,
-                 r["engine_itl"] * ms, r["colocated_itl"] * ms, r["disaggregated_itl"] * ms]
+                 r["engine_itl"] * ms, r["engine_node_itl"] * ms, r["colocated_itl"] * ms, r["disaggregated_itl"] * ms,
+                 r["disaggregated_chunks_per_token"]]
         print(" | ".join(f"{c:>11.0f}" if i == 0 else f"{c:>11.2f}" for i, c in enumerate(cells)))
     plot(results)
 
