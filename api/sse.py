@@ -73,7 +73,7 @@ class SSEStream(Response):
         self.drain_s = drain_s
         self.shutting_down = shutting_down
         self.request_id = request_id
-        self.tick_s = min(1.0, ping_s / 2, send_timeout_s / 4)
+        self.tick_s = max(0.05, min(1.0, ping_s / 2, send_timeout_s / 4))  # at most 20 wake-ups a second
         self.sent = 0  # events and pings whose send returned
         self.sending = False  # a send is under way
         self.ended = ""  # why the stream ended early: "", "disconnect", "send_timeout", "drained"
