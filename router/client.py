@@ -217,6 +217,10 @@ class WorkerClient:
             self._handle(await self.dealer.recv_multipart())
             for frames in _queued(sync, RECV_BATCH):
                 self._handle(frames)
+            # Reads on the shadow socket process libzmq's commands, which can take the edge of the
+            # socket's descriptor that a send waiting for room would wake on; asking the asyncio
+            # socket for its events makes pyzmq look again and wake such a waiter.
+            self.dealer.get(zmq.EVENTS)
 
     def _handle(self, frames: list[bytes]) -> None:
         msg = decode_frames(frames, 1, from_node_decoder, self.drops, f"worker {self.worker_id} reply")
