@@ -54,10 +54,6 @@ def comment(text: str) -> bytes:
     return b": " + text.replace("\n", " ").encode() + b"\n\n"
 
 
-class SendTimedOut(Exception):
-    """The client took nothing for `send_timeout_s`."""
-
-
 class SSEStream(Response):
     """An ASGI response that streams `events` (bytes, already framed). A `Response` subclass only
     so that FastAPI passes it through; none of `Response`'s body handling is used."""

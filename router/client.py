@@ -62,6 +62,7 @@ class WorkerClient:
                  keys: curve.CurveClientKeys | None = None, breaker: Breaker | None = None) -> None:
         self.address = address
         self.worker_id = address.worker_id
+        self._reply_where = f"worker {self.worker_id} reply"  # names dropped replies in the log; built once
         self.role = address.role
         self.dealer = ctx.socket(zmq.DEALER)
         self.sub = ctx.socket(zmq.SUB)
@@ -223,7 +224,7 @@ class WorkerClient:
             self.dealer.get(zmq.EVENTS)
 
     def _handle(self, frames: list[bytes]) -> None:
-        msg = decode_frames(frames, 1, from_node_decoder, self.drops, f"worker {self.worker_id} reply")
+        msg = decode_frames(frames, 1, from_node_decoder, self.drops, self._reply_where)
         if msg is None:
             return
         # Any reply shows the node alive: a node busy streaming tokens whose heartbeat runs

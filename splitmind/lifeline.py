@@ -77,16 +77,15 @@ def die_with_parent(grace_s: float | None = None) -> bool:
     return True
 
 
-def _start_backstop(parent: int, grace_s: float) -> bool:
+def _start_backstop(parent: int, grace_s: float) -> None:
     try:
         pidfd = os.pidfd_open(parent)
     except ProcessLookupError:  # gone since getppid(): the signal may not have come
         os.kill(os.getpid(), signal.SIGTERM)
         pidfd = None
     except (AttributeError, OSError):  # no pidfds (Linux before 5.3): the signal alone
-        return False
+        return
     threading.Thread(target=_backstop, args=(pidfd, grace_s), name="splitmind-lifeline", daemon=True).start()
-    return True
 
 
 def _backstop(pidfd: int | None, grace_s: float) -> None:

@@ -95,31 +95,28 @@ async def _timed(stream: SSEStream, script: Script) -> float:
     return asyncio.get_running_loop().time() - t0
 
 
-def test_a_client_that_leaves_ends_the_stream_and_closes_the_generator() -> None:
-    script = Script([data("1")], then_wait=True)
-    stream = _stream(script)
-
-    async def leave_soon() -> None:
+def _leave_after(stream: SSEStream, script: Script, seconds: float) -> None:
+    """Serve the stream for `seconds`, then the client disconnects."""
+    async def serve() -> None:
         task = asyncio.ensure_future(stream({"type": "http"}, script.receive, script.send))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(seconds)
         script.disconnect.set()
         await asyncio.wait_for(task, 5)
 
-    asyncio.run(leave_soon())
+    asyncio.run(serve())
+
+
+def test_a_client_that_leaves_ends_the_stream_and_closes_the_generator() -> None:
+    script = Script([data("1")], then_wait=True)
+    stream = _stream(script)
+    _leave_after(stream, script, 0.2)
     assert stream.ended == "disconnect" and script.closed
 
 
 def test_a_silent_stream_is_pinged() -> None:
     script = Script([data("1")], then_wait=True)
     stream = _stream(script, ping_s=0.3)
-
-    async def listen_for_a_while() -> None:
-        task = asyncio.ensure_future(stream({"type": "http"}, script.receive, script.send))
-        await asyncio.sleep(1.0)
-        script.disconnect.set()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(listen_for_a_while())
+    _leave_after(stream, script, 1.0)
     assert script.body().startswith(b"data: 1\n\n: ping\n\n"), script.body()
     assert script.body().count(b": ping\n\n") >= 2
 
