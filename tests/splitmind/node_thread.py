@@ -76,7 +76,10 @@ class NodeThread:
         if self.queue_messages:
             self.server.rpc.setsockopt(zmq.SNDHWM, self.queue_messages)
         self.task = self.loop.create_task(self.server.serve())
-        self.ready.set()
+        # Ready once the task's first step ran: `serve()` binds its sockets there. Set before it,
+        # a test's socket could connect to a port not yet bound, wait for ZMQ's reconnect, and
+        # lose what it queued when it closed first (a loaded CI run: test_node_hardening).
+        self.loop.call_soon(self.ready.set)
         with contextlib.suppress(asyncio.CancelledError):
             self.loop.run_until_complete(self.task)
 
