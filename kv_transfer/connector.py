@@ -13,14 +13,19 @@ The fix is the clamp vLLM already applies on its bidirectional path: claim at mo
 computes, and a full local hit becomes vLLM's "notify prefill to free" path.
 
 Importing this module (vLLM does, in every engine process, via `kv_connector_module_path`)
-also calms NIXL's progress thread; see `_calm_progress_thread`.
+also calms NIXL's progress thread; see `_calm_progress_thread`. And the connector keeps the
+worker's model on the node's cores; see `SeededNixlConnector.__init__`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.nixl import NixlConnector
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_THREAD_DELAY_US = 10_000
 
@@ -65,6 +70,22 @@ _calm_progress_thread()
 
 
 class SeededNixlConnector(NixlConnector):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """vLLM's NIXL worker, on CPU, moves the thread that builds it to the last core of each
+        NUMA node, "to reserve cores for start_load_kv() from model_forward()" (PR 32365). That
+        thread is the worker's main thread, which runs model_forward: on a 2-core host a prefill
+        node's model left its core 0 for core 1 and computed beside the decode node's, while core
+        0 idled. One stream at a time never showed it; under load (guidellm, 2 requests/s, 512
+        prompt tokens) the prefill phase took 0.8 s against 35 ms alone (docs/benchmarks.md,
+        "Load"). The thread gets back the cores it had: the node's, as vLLM's OpenMP binding
+        set them. (The same call ignores the process's cpuset, vLLM issue 58033; its open fix,
+        PR 58036, would also have left this node's thread alone.)"""
+        kept = os.sched_getaffinity(0)
+        super().__init__(*args, **kwargs)
+        if os.sched_getaffinity(0) != kept:
+            os.sched_setaffinity(0, kept)
+            logger.info("splitmind: the NIXL worker's thread is back on cores %s (vLLM moved it)", sorted(kept))
+
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int | None, bool]:
         params = request.kv_transfer_params
         if params and params.get("do_remote_prefill") and params.get("remote_num_tokens"):
