@@ -43,9 +43,22 @@ HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-cont
 PING = b": ping\n\n"
 
 
+# Line ends JSON leaves raw inside strings but Unicode-aware line splitters break lines at:
+# NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR. httpx's `aiter_lines()` (str.splitlines' rules) cut
+# a sampled token's U+2028 into two lines, and the chaos bench's client failed on half a JSON
+# object. JSON's own escape reads back as the same string, and SSE clients that split on CR/LF
+# only (openai's, as the spec says) see no difference. In valid UTF-8 these byte sequences are
+# those characters and nothing else.
+_UNICODE_LINE_ENDS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
 def data(payload: bytes | str) -> bytes:
-    """One `data:` event. JSON payloads hold no raw newline, so one line always suffices."""
+    """One `data:` event. JSON payloads hold no raw newline, and no Unicode line end once
+    escaped here, so one line always suffices, however a client splits lines."""
     body = payload.encode() if isinstance(payload, str) else payload
+    for raw, escaped in _UNICODE_LINE_ENDS:
+        if raw in body:
+            body = body.replace(raw, escaped)
     return b"data: " + body + b"\n\n"
 
 

@@ -160,3 +160,20 @@ def test_an_error_in_the_generator_reaches_the_caller_after_cleanup() -> None:
     stream = SSEStream(broken(), ping_s=5, send_timeout_s=5, drain_s=5, shutting_down=lambda: False)
     with pytest.raises(RuntimeError, match="bug"):
         _run(stream, script)
+
+
+def test_unicode_line_ends_in_a_payload_leave_the_event_on_one_line_for_any_line_splitter() -> None:
+    """A sampled token can hold U+2028: JSON leaves it raw, and httpx's aiter_lines() (Unicode
+    line ends, like str.splitlines) split the event in two; the chaos bench's client then failed
+    on half a JSON object. Escaped, every splitter sees one line that reads back the same."""
+    import json
+
+    text = "a\u2028b\x85c\u2029d \u00e9\u4e2d"
+    payload = json.dumps({"text": text}, ensure_ascii=False)
+    # str.splitlines() splits where httpx's line decoder does (its documented behaviour)
+    assert len(("data: " + payload + "\n\n").splitlines()) > 2  # the hazard, unescaped
+    event = data(payload).decode()
+    lines = event.splitlines()
+    assert lines == [event.rstrip("\n"), ""]
+    assert json.loads(lines[0].removeprefix("data: "))["text"] == text
+    assert data(b'{"text": "plain"}') == b'data: {"text": "plain"}\n\n'
