@@ -45,10 +45,10 @@ PING = b": ping\n\n"
 
 # Line ends JSON leaves raw inside strings but Unicode-aware line splitters break lines at:
 # NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR. httpx's `aiter_lines()` (str.splitlines' rules) cut
-# a sampled token's U+2028 into two lines, and the chaos bench's client failed on half a JSON
-# object. JSON's own escape reads back as the same string, and SSE clients that split on CR/LF
-# only (openai's, as the spec says) see no difference. In valid UTF-8 these byte sequences are
-# those characters and nothing else.
+# an event at one in a sampled token, and the chaos bench's client failed on half a JSON object.
+# JSON's own escape reads back as the same string, and SSE clients that split on CR/LF only
+# (openai's, as the spec says) see no difference. In valid UTF-8 these byte sequences are those
+# characters and nothing else.
 _UNICODE_LINE_ENDS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 

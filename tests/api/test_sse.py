@@ -163,9 +163,9 @@ def test_an_error_in_the_generator_reaches_the_caller_after_cleanup() -> None:
 
 
 def test_unicode_line_ends_in_a_payload_leave_the_event_on_one_line_for_any_line_splitter() -> None:
-    """A sampled token can hold U+2028: JSON leaves it raw, and httpx's aiter_lines() (Unicode
-    line ends, like str.splitlines) split the event in two; the chaos bench's client then failed
-    on half a JSON object. Escaped, every splitter sees one line that reads back the same."""
+    """A sampled token can hold U+0085, U+2028 or U+2029: JSON leaves them raw, and httpx's
+    aiter_lines() (Unicode line ends, like str.splitlines) split the event; the chaos bench's
+    client then failed on half a JSON object. Escaped, every splitter sees one line that reads back the same."""
     import json
 
     text = "a\u2028b\x85c\u2029d \u00e9\u4e2d"
