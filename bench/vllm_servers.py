@@ -56,44 +56,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def vllm_openai_server(
-    model: Path,
-    *,
-    core: int,
-    max_model_len: int,
-    log: Path,
-    kv_transfer_config: dict[str, object] | None = None,
-    side_channel_port: int | None = None,
-) -> Iterator[str]:
+def vllm_openai_server(model: Path, *, core: int, max_model_len: int, log: Path,
+                       kv_transfer_config: dict[str, object] | None = None) -> Iterator[str]:
     """One vLLM OpenAI server on `model`, its compute threads on `core` (the rest of its
     processes float, as the bare-engine baseline's do). Yields its base URL."""
     port = free_port("127.0.0.1")
-    env = {
-        **os.environ,
-        "VLLM_CPU_OMP_THREADS_BIND": str(core),
-        "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port or free_port("127.0.0.1")),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--served-model-name",
-        "model",
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        str(max_model_len),
-        "--enforce-eager",
-        "--no-enable-prefix-caching",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-uvicorn-access-log",
-    ]
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": str(core), "VLLM_CPU_KVCACHE_SPACE": "2",
+           "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port("127.0.0.1"))}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", "model", "--dtype", "float32", "--max-model-len", str(max_model_len),
+           "--enforce-eager", "--no-enable-prefix-caching", "--host", "127.0.0.1", "--port", str(port),
+           "--disable-uvicorn-access-log"]
     if kv_transfer_config:
         cmd += ["--kv-transfer-config", json.dumps(kv_transfer_config)]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -116,48 +89,16 @@ def vllm_router_pd(model: Path, *, max_model_len: int, logs: Path) -> Iterator[s
     compute threads on core 0, decode's on core 1, as `splitmind up` places its nodes."""
     exe = ensure_tool("vllm-router", f"vllm-router=={ROUTER_VERSION}")
     with contextlib.ExitStack() as stack:
-        prefill = stack.enter_context(
-            vllm_openai_server(
-                model,
-                core=0,
-                max_model_len=max_model_len,
-                log=logs / "router-prefill.log",
-                kv_transfer_config=NIXL_CONFIG,
-            )
-        )
-        decode = stack.enter_context(
-            vllm_openai_server(
-                model,
-                core=1,
-                max_model_len=max_model_len,
-                log=logs / "router-decode.log",
-                kv_transfer_config=NIXL_CONFIG,
-            )
-        )
+        prefill, decode = (stack.enter_context(vllm_openai_server(
+            model, core=core, max_model_len=max_model_len, log=logs / f"router-{role}.log",
+            kv_transfer_config=NIXL_CONFIG)) for core, role in ((0, "prefill"), (1, "decode")))
         port = free_port("127.0.0.1")
         log = logs / "router.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(exe),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--vllm-pd-disaggregation",
-                    "--prefill",
-                    prefill,
-                    "--decode",
-                    decode,
-                    "--kv-connector",
-                    "nixl",
-                    "--policy",
-                    "round_robin",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": ""},
-            )
+            proc = subprocess.Popen([str(exe), "--host", "127.0.0.1", "--port", str(port), "--vllm-pd-disaggregation",
+                                     "--prefill", prefill, "--decode", decode, "--kv-connector", "nixl",
+                                     "--policy", "round_robin"],
+                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""})
         stack.callback(_stop, proc)
         url = f"http://127.0.0.1:{port}"
         try:
