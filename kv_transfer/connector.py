@@ -77,7 +77,7 @@ class SeededNixlConnector(NixlConnector):  # type: ignore[misc]
         node's model left its core 0 for core 1 and computed beside the decode node's, while core
         0 idled. One stream at a time never showed it; under load (guidellm, 2 requests/s, 512
         prompt tokens) the prefill phase took 0.8 s against 35 ms alone (docs/benchmarks.md,
-        "Load"). The thread gets back the cores it had: the node's, as vLLM's OpenMP binding
+        "Load at rising rates"). The thread gets back the cores it had: the node's, as vLLM's OpenMP binding
         set them. (The same call ignores the process's cpuset, vLLM issue 58033; its open fix,
         PR 58036, would also have left this node's thread alone.)"""
         kept = os.sched_getaffinity(0)
