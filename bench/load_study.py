@@ -35,9 +35,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load import bench_model  # noqa: E402
 from bench.tool_venv import ToolUnavailable, ensure_tool  # noqa: E402
 from bench.vllm_servers import vllm_openai_server  # noqa: E402
-from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -131,8 +131,7 @@ def main() -> None:
             exe = ensure_tool("guidellm", GUIDELLM, reuse_main=True)
         except ToolUnavailable as e:
             sys.exit(f"[bench] cannot run without guidellm: {e}")
-    model = build_checkpoint(work / "model", CheckpointSpec(
-        weights="random", hidden_size=256, num_layers=4, intermediate_size=768, max_position_embeddings=8192))
+    model = bench_model(work / "model")  # the routing benchmarks' random checkpoint
     max_model_len = 2 * (args.prompt_tokens + args.output_tokens) + 256  # guidellm's prompts vary in length
     systems = {"vLLM server (1 core)": lambda: vllm_openai_server(
                    model, core=0, max_model_len=max_model_len, log=work / "vllm-server.log"),

@@ -36,13 +36,8 @@ def ensure_tool(exe_name: str, requirement: str, *, reuse_main: bool = False) ->
         if reuse_main:
             site = sysconfig.get_path("purelib")  # .venv's site-packages: this interpreter's
             (next(venv.glob("lib/python*/site-packages")) / "splitmind_main_venv.pth").write_text(site + "\n")
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", requirement],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-        )
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", requirement], check=True, capture_output=True,
+                       text=True, timeout=INSTALL_TIMEOUT_S)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, StopIteration) as e:
         detail = getattr(e, "stderr", None) or str(e)
         raise ToolUnavailable(f"pip could not install {requirement}: {str(detail)[-500:]}") from e
