@@ -56,9 +56,10 @@ def data(payload: bytes | str) -> bytes:
     """One `data:` event. JSON payloads hold no raw newline, and no Unicode line end once
     escaped here, so one line always suffices, however a client splits lines."""
     body = payload.encode() if isinstance(payload, str) else payload
-    for raw, escaped in _UNICODE_LINE_ENDS:
-        if raw in body:
-            body = body.replace(raw, escaped)
+    if not body.isascii():  # one scan for the usual event; the three only where one can be
+        for raw, escaped in _UNICODE_LINE_ENDS:
+            if raw in body:
+                body = body.replace(raw, escaped)
     return b"data: " + body + b"\n\n"
 
 
