@@ -98,9 +98,13 @@ class Prober:
         try:
             async with asyncio.timeout(cfg.timeout_s):
                 stream = await decode.open(GenerateRequest(probe_id, ids, sampling))
+                # Counted as they go, not when the probe ends: the usage is read as soon as the
+                # sample ends, while a probe cancelled by that end may still await its abort.
+                self.probe_tokens += num_suffix
                 while not stream.finished:
                     delta = await stream.next(cfg.timeout_s, "a long2short probe's answer")
                     generated += delta.token_ids
+                    self.probe_tokens += len(delta.token_ids)
                     answer = cfg.answer_of(generated)
                     if answer is not None:
                         break  # the rest of the probe would only repeat it
@@ -117,8 +121,7 @@ class Prober:
                 else:  # shielded: this runs while the sample is being cancelled
                     with contextlib.suppress(Exception):
                         await asyncio.shield(decode.abort(probe_id))
-            tokens = num_suffix + len(generated)
-            self.probe_tokens += tokens
+            tokens = (num_suffix if stream is not None else 0) + len(generated)
             if self.on_probe is not None:
                 self.on_probe(outcome, tokens)
         self.answers.append(answer)

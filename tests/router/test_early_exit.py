@@ -150,6 +150,30 @@ def test_probes_that_never_agree_leave_the_stream_as_it_was() -> None:
     assert g.forced_endings == [] and len(probes) >= 5 and {o for o, _ in probes} == {"answer"}
 
 
+def test_a_probe_still_out_when_the_sample_ends_is_in_its_usage() -> None:
+    """The API reads `probe_tokens` for the usage as soon as the sample's stream ends; the probe
+    out at that moment is cancelled then, and its abort still awaited. Its tokens counted only
+    after that abort, so the usage left them out (a CI run saw a sample of 271 reasoning tokens
+    report 0 probe tokens)."""
+    probes: list[tuple[str, int]] = []
+    node = FakeDecode(settles_after(10_000), probe_delay_s=10)  # a probe that would take 10 s
+
+    async def main() -> int:
+        g = generation(node, early_exit(), probes)
+        assert [t async for d in g.stream() for t in d.token_ids] == THOUGHT
+        assert g.prober is not None
+        at_the_end = g.prober.probe_tokens
+        await asyncio.sleep(0.05)
+        for t in node.tasks:
+            t.cancel()
+        return at_the_end
+
+    at_the_end = asyncio.run(asyncio.wait_for(main(), 5))
+    assert [r.request_id for r in node.sent if "-p" in r.request_id] == ["r-p1"], "one probe, out till the end"
+    assert at_the_end == len(SUFFIX[1:]), "its suffix was sent: it counts"
+    assert probes == [("cancelled", at_the_end)]
+
+
 def test_a_probe_with_no_answer_breaks_the_agreement() -> None:
     probes: list[tuple[str, int]] = []
     # Every other probe, by the order they are asked in: by the probes' context (the lines it
