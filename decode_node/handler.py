@@ -1,4 +1,5 @@
-"""Decode role: with `kv_transfer` set, pull the prompt's KV over NIXL and continue from the
+"""Decode role: with `kv_transfer` set, take the prompt's KV from prefill (pulled over NIXL, or
+pushed over ZMQ ahead of the request) and continue from the
 token prefill produced (it is the last prompt token here, so it is not computed twice by the
 gateway's reckoning: decode computes its KV once and samples the next token); without it,
 prefill locally (colocated).

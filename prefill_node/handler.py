@@ -1,7 +1,9 @@
-"""Prefill role: run the prompt with max_tokens=1 and keep its KV for a remote decode.
+"""Prefill role: run the prompt with max_tokens=1 and hand its KV to a decode node.
 
-The reply's last `TokenDelta` carries the first token and `kv_transfer` (where the KV lives);
-vLLM's NixlConnector holds the blocks under a lease until a decode node pulls them.
+The reply's last `TokenDelta` carries the first token and `kv_transfer` (where the KV is). On
+NIXL, vLLM's NixlConnector holds the blocks under a lease until a decode node pulls them; on
+ZMQ, the request names the decode node (`push_to`) and the connector pushes each layer's KV there
+as it is computed.
 """
 
 from __future__ import annotations
@@ -17,4 +19,8 @@ class PrefillHandler:
     role = Role.PREFILL
 
     def sampling_params(self, req: GenerateRequest) -> Any:
-        return to_sampling_params(req.sampling, max_tokens=1, kv_transfer_params=dict(PREFILL_REQUEST_PARAMS))
+        kv: dict[str, Any] = dict(PREFILL_REQUEST_PARAMS)
+        if req.kv_transfer is not None and req.kv_transfer.transport == "zmq":
+            kv = {"do_remote_decode": True, "do_remote_prefill": False, "transport": "zmq",
+                  "transfer_id": req.kv_transfer.transfer_id, "push_to": req.kv_transfer.push_to}
+        return to_sampling_params(req.sampling, max_tokens=1, kv_transfer_params=kv)

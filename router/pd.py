@@ -40,6 +40,7 @@ import msgspec
 
 from router.client import WorkerClient
 from router.early_exit import EarlyExit, ProbeOutcome, Prober
+from router.kv_push import kv_address_of, push_kv_to
 from router.request_stream import RequestStream
 from router.thinking import ThinkingGuard, ThinkingLimit, guarded
 from router.timings import PhaseTimings
@@ -215,6 +216,8 @@ class Generation:
         rid = self.request_id if segment == 0 else f"{self.request_id}-c{segment}"
         sampling = msgspec.structs.replace(self.sampling, max_tokens=self.sampling.max_tokens - len(generated))
         self.timings.decode_sent_at = time.perf_counter()
+        if kv is not None and kv.transport == "zmq" and kv.push_to != kv_address_of(self.decode):
+            kv = None  # pushed to a decode node that is not this one (it failed since): computed here
         if segment == 0:
             self.timings.decode_pulls_kv = kv is not None
         dstream = await self.decode.open(GenerateRequest(rid, self.prompt_token_ids + generated, sampling, kv))
@@ -252,7 +255,8 @@ class Generation:
     async def _prefill(self, open_streams: list[tuple[WorkerClient, RequestStream]]) -> TokenDelta:
         assert self.prefill is not None
         sent = time.perf_counter()
-        pstream = await self.prefill.open(GenerateRequest(self.request_id, self.prompt_token_ids, self.sampling))
+        push = push_kv_to(self.prefill, self.decode, f"{self.request_id}@{self.prefill.worker_id}")
+        pstream = await self.prefill.open(GenerateRequest(self.request_id, self.prompt_token_ids, self.sampling, push))
         open_streams.append((self.prefill, pstream))
         deadline = sent + self.tuning.prefill_timeout_s
         merged: TokenDelta | None = None

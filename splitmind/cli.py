@@ -38,6 +38,9 @@ def up(
     ] = None,
     mtp_tokens: Annotated[Optional[int], typer.Option(
         help="MTP speculative tokens on the nodes; 0 turns MTP off. [default: 1 if the model has MTP layers]")] = None,
+    kv_transport: Annotated[Optional[str], typer.Option(
+        help="How prefill's KV reaches decode: nixl (RDMA/UCX, decode pulls) or zmq (plain TCP, prefill pushes "
+             "layer by layer). [default: nixl]")] = None,
     reasoning: Annotated[Optional[str], typer.Option(
         help="visible, or hidden: no response carries reasoning text, whatever a request asks. [default: visible]")
     ] = None,
@@ -55,6 +58,8 @@ def up(
                                   keys_dir=str(keys_dir) if keys_dir else None)
         if mtp_tokens is not None:
             cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, mtp_tokens=mtp_tokens))
+        if kv_transport is not None:
+            cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, kv_transport=kv_transport))
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

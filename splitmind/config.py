@@ -22,6 +22,8 @@ from typing import Any
 from splitmind import curve
 from splitmind.protocol import Role
 
+KV_TRANSPORTS = ("nixl", "zmq")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -36,6 +38,7 @@ class EngineConfig:
     kv_lease_s: int = 30  # how long a prefill node keeps KV that no decode node pulled
     kv_buffer_device: str = "auto"  # "auto": "cpu" on CPU, "cuda" on GPU
     mtp_tokens: int | None = None  # MTP speculative tokens; None: 1 if the model has MTP layers; 0: off
+    kv_transport: str = "nixl"  # how prefill's KV reaches decode: "nixl" (RDMA/UCX, pulled) or "zmq" (TCP, pushed)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -50,6 +53,9 @@ class EngineConfig:
             raise ValueError("engine.kv_lease_s must be at least 1")
         if self.mtp_tokens is not None and not 0 <= self.mtp_tokens <= 8:
             raise ValueError("engine.mtp_tokens must be between 0 (off) and 8")
+        if self.kv_transport not in KV_TRANSPORTS:
+            raise ValueError(f"engine.kv_transport must be one of {', '.join(KV_TRANSPORTS)}, "
+                             f"not {self.kv_transport!r}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class NodeSpec:
     rpc_address: str  # ZMQ ROUTER, e.g. tcp://127.0.0.1:18100
     stats_address: str  # ZMQ PUB
     nixl_host: str
-    nixl_port: int  # NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT): one per node
+    nixl_port: int  # NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT), or with kv_transport "zmq" the KV socket
     cpus: str = ""  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "2-3"; "" leaves vLLM's default
     keys_dir: str = ""  # CURVE keys (splitmind/curve.py): node.key_secret, authorized/; "": plain TCP
     restarts: int = 0  # how often `splitmind up` restarted this node; reported in its heartbeat

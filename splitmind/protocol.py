@@ -14,7 +14,7 @@ import enum
 
 import msgspec
 
-PROTOCOL_VERSION = 4  # 3: ReleaseKV; 4: EngineTimings
+PROTOCOL_VERSION = 5  # 3: ReleaseKV; 4: EngineTimings; 5: KV transports (HealthReply.kv_address)
 
 MAX_LOGPROBS = 20  # most alternatives per token a request may ask for (OpenAI's top_logprobs limit)
 
@@ -37,20 +37,43 @@ class ErrorCode(enum.IntEnum):
 
 
 class KVTransferParams(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Where a prefill's KV lives; vLLM's NixlConnector `kv_transfer_params`, typed.
+    """A prefill's KV on its way to decode: the connectors' `kv_transfer_params`, typed.
+
+    Both transports keep one contract, seeded decode: decode's prompt is prefill's prompt plus
+    the token prefill produced, and only `remote_num_tokens` (prefill's prompt) are taken as
+    remote, so decode computes that token's KV itself.
+    - "nixl" (pulled): the KV waits on the prefill node, at `remote_host`/`remote_port` (NIXL's
+      side channel), in `remote_block_ids`, until the decode node pulls it.
+    - "zmq" (pushed): in a prefill request, `push_to` (the decode node's KV socket, from its
+      `HealthReply.kv_address`) and `transfer_id` tell prefill where to push as it computes; in
+      prefill's reply and the decode request they name what was pushed.
 
     `extra` holds connector fields this version does not name, so a newer vLLM's additions
     pass through untouched.
     """
 
-    remote_engine_id: str
-    remote_request_id: str
-    remote_host: str
-    remote_port: int
-    remote_block_ids: list[list[int]]  # one list per KV-cache group
+    transport: str = "nixl"  # "nixl" | "zmq"
+    remote_engine_id: str = ""
+    remote_request_id: str = ""
+    remote_host: str = ""
+    remote_port: int = 0
+    remote_block_ids: list[list[int]] = []  # one list per KV-cache group
     remote_num_tokens: int = 0
     tp_size: int = 1
+    transfer_id: str = ""
+    push_to: str = ""
     extra: dict[str, msgspec.Raw] = {}
+
+    def __post_init__(self) -> None:
+        if self.transport == "nixl":
+            if not (self.remote_engine_id and self.remote_request_id and self.remote_host and self.remote_port):
+                raise ValueError("NIXL KV params need remote_engine_id, remote_request_id, remote_host and "
+                                 "remote_port")
+        elif self.transport == "zmq":
+            if not self.transfer_id or len(self.transfer_id) > 256 or len(self.push_to) > 256:
+                raise ValueError("ZMQ KV params need a transfer_id (at most 256 characters)")
+        else:
+            raise ValueError(f"unknown KV transport {self.transport[:20]!r}")
 
 
 class Sampling(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
@@ -121,6 +144,8 @@ class HealthReply(msgspec.Struct, tag="health_reply", frozen=True):
     max_model_len: int
     mtp_tokens: int = 0  # speculative tokens per step; 0: MTP off
     prefix_caching: bool = False  # its engine keeps prompts' KV for later requests (routing)
+    kv_transport: str = "nixl"
+    kv_address: str = ""  # a decode node on "zmq": where prefill pushes KV for it
 
 
 class EngineTimings(msgspec.Struct, frozen=True, array_like=True):
@@ -230,10 +255,15 @@ def kv_params_from_vllm(params: dict[str, object]) -> KVTransferParams:
     return msgspec.structs.replace(msgspec.convert(body, KVTransferParams), extra=extra)
 
 
+# Fields vLLM's NixlConnector never had: left out of its params at their defaults.
+_ZMQ_ONLY = {"transport": "nixl", "transfer_id": "", "push_to": ""}
+
+
 def kv_params_to_vllm(params: KVTransferParams, **overrides: object) -> dict[str, object]:
     out: dict[str, object] = {k: msgspec.msgpack.decode(v) for k, v in params.extra.items()}
     for name in KVTransferParams.__struct_fields__:
-        if name != "extra":
-            out[name] = getattr(params, name)
+        value = getattr(params, name)
+        if name != "extra" and not (name in _ZMQ_ONLY and value == _ZMQ_ONLY[name]):
+            out[name] = value
     out.update(overrides)
     return out

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from kv_transfer.nixl import nixl_kv_transfer_config
+from kv_transfer.zmq.config import kv_address, zmq_kv_transfer_config
 from splitmind.config import NodeSpec
 from splitmind.node.counters import EngineCounters, stat_logger_factory
-from splitmind.protocol import MAX_LOGPROBS
+from splitmind.protocol import MAX_LOGPROBS, Role
 
 
 def on_gpu() -> bool:
@@ -62,9 +63,19 @@ def engine_kwargs(spec: NodeSpec, *, kv_transfer: bool = True) -> dict[str, Any]
         disable_log_stats=False,  # our stat logger needs the stats
         speculative_config=speculative_config(spec),
     )
-    if kv_transfer:
+    if kv_transfer and cfg.kv_transport == "zmq":
+        kwargs["kv_transfer_config"] = zmq_kv_transfer_config(kv_lease_s=cfg.kv_lease_s, bind=node_kv_address(spec))
+    elif kv_transfer:
         kwargs["kv_transfer_config"] = nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s)
     return kwargs
+
+
+def node_kv_address(spec: NodeSpec) -> str | None:
+    """Where a decode node on the ZMQ transport receives pushed KV (its KV port, `nixl_port`);
+    the gateway names it in prefill requests. None for prefill nodes and on NIXL."""
+    if spec.engine.kv_transport != "zmq" or spec.role != Role.DECODE:
+        return None
+    return kv_address(spec.nixl_host, spec.nixl_port)
 
 
 def engine_args(spec: NodeSpec) -> Any:

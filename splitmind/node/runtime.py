@@ -25,6 +25,7 @@ import zmq
 from splitmind.config import NodeSpec
 from splitmind.node import kv_refresh
 from splitmind.node.counters import EngineCounters, engine_timings
+from splitmind.node.engine import node_kv_address
 from splitmind.node.failures import EngineDied
 from splitmind.node.sampling import token_logprobs
 from splitmind.node.sockets import NodeSockets
@@ -102,6 +103,7 @@ class NodeServer:
         self.mtp_tokens = int(spec_config.num_speculative_tokens) if spec_config is not None else 0
         cache_config = getattr(engine.vllm_config, "cache_config", None)
         self.prefix_caching = bool(getattr(cache_config, "enable_prefix_caching", False))
+        self.kv_address = node_kv_address(spec) or ""
 
     async def serve(self) -> None:
         self.sockets.bind()
@@ -157,7 +159,8 @@ class NodeServer:
                 request_id=msg.request_id, worker_id=self.spec.worker_id, role=self.handler.role,
                 pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
                 model=self.spec.model, max_model_len=self.max_model_len, mtp_tokens=self.mtp_tokens,
-                prefix_caching=self.prefix_caching,
+                prefix_caching=self.prefix_caching, kv_transport=self.spec.engine.kv_transport,
+                kv_address=self.kv_address,
             )
         self._reply_later(identity, reply)
 

@@ -29,6 +29,8 @@ KV = KVTransferParams(remote_engine_id="e", remote_block_ids=[1], remote_host="h
 class FakeWorker:
     """Answers each request with `answer(req, stream)`; records what it was sent and aborted."""
 
+    info = None  # no HealthReply: the NIXL path (nothing named for a push)
+
     def __init__(self, worker_id: str, answer: Callable[[GenerateRequest, RequestStream], None]) -> None:
         self.worker_id = worker_id
         self.answer = answer

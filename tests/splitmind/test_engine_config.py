@@ -40,3 +40,20 @@ def test_asking_for_mtp_on_a_model_without_it_is_an_error(models: tuple[Path, Pa
         speculative_config(node(plain, 1))
     with pytest.raises(ValueError):
         EngineConfig(mtp_tokens=-1)
+
+
+def test_the_kv_transport_picks_the_connector_and_where_decode_receives(models: tuple[Path, Path]) -> None:
+    from splitmind.node.engine import engine_kwargs
+
+    _, plain = models
+    for role, bind in ((Role.DECODE, "tcp://127.0.0.1:3"), (Role.PREFILL, "")):
+        spec = NodeSpec("n", role, str(plain), EngineConfig(kv_transport="zmq"), "tcp://127.0.0.1:1",
+                        "tcp://127.0.0.1:2", "127.0.0.1", 3)
+        kv = engine_kwargs(spec)["kv_transfer_config"]
+        assert kv["kv_connector"] == "ZmqPushConnector" and kv["kv_connector_extra_config"]["bind"] == bind
+        assert kv["kv_load_failure_policy"] == "recompute"
+    nixl = NodeSpec("n", Role.DECODE, str(plain), EngineConfig(), "tcp://127.0.0.1:1", "tcp://127.0.0.1:2",
+                    "127.0.0.1", 3)
+    assert engine_kwargs(nixl)["kv_transfer_config"]["kv_connector"] == "SeededNixlConnector"
+    with pytest.raises(ValueError, match="kv_transport"):
+        EngineConfig(kv_transport="rdma")

@@ -59,3 +59,21 @@ def test_kv_params_need_their_required_fields() -> None:
     with pytest.raises(msgspec.ValidationError):
         kv_params_from_vllm({"remote_engine_id": "e"})
     assert KVTransferParams.__struct_config__.frozen
+
+
+def test_zmq_kv_params_are_checked_and_round_trip() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        kv_params_from_vllm({"transport": "zmq", "remote_num_tokens": 3})  # no transfer_id
+    with pytest.raises(msgspec.ValidationError):
+        kv_params_from_vllm({"transport": "carrier-pigeon", "transfer_id": "t"})
+    reply = {"transport": "zmq", "transfer_id": "r1@prefill-0", "push_to": "tcp://10.0.0.2:5600",
+             "remote_num_tokens": 130, "remote_engine_id": "e"}
+    typed = kv_params_from_vllm(reply)
+    back = from_node_decoder.decode(encoder.encode(TokenDelta("r1", [7], FinishReason.LENGTH, typed)))
+    assert isinstance(back, TokenDelta) and back.kv_transfer == typed
+    assert kv_params_to_vllm(typed) == {**reply, "remote_request_id": "", "remote_host": "", "remote_port": 0,
+                                        "remote_block_ids": [], "tp_size": 1}
+
+
+def test_nixl_params_reach_vllm_without_the_zmq_fields() -> None:
+    assert not {"transport", "transfer_id", "push_to"} & set(kv_params_to_vllm(kv_params_from_vllm(VLLM_PARAMS)))
