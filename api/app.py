@@ -85,6 +85,8 @@ def create_app(config: GatewayConfig, keys: Keys | None = None) -> FastAPI:
                 "kv_usage": s.kv_usage if s else 0.0,
                 "open_streams": len(w.streams),
                 "mtp_tokens": w.info.mtp_tokens if w.info else None,
+                "kv_transport": w.info.kv_transport if w.info else None,
+                "kv_address": w.info.kv_address if w.info else None,  # a ZMQ decode node's KV socket
                 "restarts": s.restarts if s else 0,
                 "circuit": w.breaker.state,  # closed, open or half_open (router/breaker.py)
             })

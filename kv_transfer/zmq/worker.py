@@ -44,7 +44,6 @@ def blocks_view(cache: torch.Tensor, num_blocks: int) -> torch.Tensor:
 @dataclass
 class _Pending:
     load: Load
-    since: float
     deadline: float
 
 
@@ -127,7 +126,7 @@ class ZmqWorker:
             self._send(Send(transfer_id, dest, [], 0), [encoder.encode(Drop(transfer_id))])
         now = time.monotonic()
         for load in meta.loads:
-            self.pending[load.req_id] = _Pending(load, now, now + self.receive_timeout_s)
+            self.pending[load.req_id] = _Pending(load, now + self.receive_timeout_s)
         self._try_loads()
 
     def take_finished(self) -> set[str]:
@@ -156,8 +155,10 @@ class ZmqWorker:
                 self.staging.drop(p.load.transfer_id, "timed out")
             del self.pending[req_id]
             self.finished.add(req_id)
-            if error is None:
-                self.stats.record_load(now - p.since, got.nbytes if isinstance(got, Pushed) else 0)
+            if error is None and isinstance(got, Pushed):
+                # From the first pushed frame to the KV in this engine's blocks: the push overlaps
+                # prefill's compute, so this is the KV's time in flight, not the wait it caused.
+                self.stats.record_load(time.monotonic() - got.started, got.nbytes)
             else:
                 self.load_errors.update(p.load.block_ids)
                 self.stats.record_failure()

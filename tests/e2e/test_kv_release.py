@@ -1,7 +1,7 @@
 """Prefill KV that no decode request will pull is released at once, and a storm of requests
 cancelled at random moments leaves no KV held on any node (issue #10).
 
-The random cluster runs prefix caching off and the default 30 s KV lease: KV still held 2 s after
+The random PD clusters (NIXL and ZMQ) run prefix caching off and the default 30 s KV lease: KV still held 2 s after
 its request ended is KV that waits for the lease, which is what this file must never see.
 """
 
@@ -42,21 +42,21 @@ def idle_within(cluster: RunningCluster, limit_s: float) -> tuple[bool, dict[str
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_prefill_whose_first_token_is_the_last_frees_its_kv_at_once(random_cluster: RunningCluster,
+def test_a_prefill_whose_first_token_is_the_last_frees_its_kv_at_once(pd_cluster: RunningCluster,
                                                                        stream: bool) -> None:
     """Bug: a disaggregated request with max_tokens=1 ended at prefill's token, and the prefill
     node held the prompt's KV for its whole 30 s lease. Fix: the gateway has the decode node
     release it (vLLM's notify_kv_transfer_request_rejected), counted on the decode node."""
-    assert idle_within(random_cluster, 30)[0], "the cluster must start idle"
-    before = metric(random_cluster.url, "splitmind_node_kv_releases_total", role="decode") or 0.0
+    assert idle_within(pd_cluster, 30)[0], "the cluster must start idle"
+    before = metric(pd_cluster.url, "splitmind_node_kv_releases_total", role="decode") or 0.0
     body = {"model": "model", "prompt": list(range(3, 300)), "max_tokens": 1, "stream": stream}
     with httpx.Client(timeout=60) as http:
-        r = http.post(random_cluster.url + "/v1/completions", json=body,  # default temperature, as users call it
+        r = http.post(pd_cluster.url + "/v1/completions", json=body,  # default temperature, as users call it
                       headers={"x-splitmind-route": "disaggregated"})
         assert r.status_code == 200 and r.headers["x-splitmind-prefill"] == "prefill-0", r.text
-    ok, kv, open_ = idle_within(random_cluster, IDLE_WITHIN_S)
+    ok, kv, open_ = idle_within(pd_cluster, IDLE_WITHIN_S)
     assert ok, f"KV or requests still held {IDLE_WITHIN_S} s after the request ended: {kv}, {open_} open"
-    released = settled(lambda: metric(random_cluster.url, "splitmind_node_kv_releases_total", role="decode") or 0.0,
+    released = settled(lambda: metric(pd_cluster.url, "splitmind_node_kv_releases_total", role="decode") or 0.0,
                        lambda now: now > before, timeout_s=10)
     assert released == before + 1
 
@@ -81,11 +81,11 @@ async def _one(http: httpx.AsyncClient, url: str, rng: random.Random, i: int) ->
         return "cancelled"
 
 
-def test_a_storm_of_cancelled_requests_leaves_no_kv_behind(random_cluster: RunningCluster) -> None:
+def test_a_storm_of_cancelled_requests_leaves_no_kv_behind(pd_cluster: RunningCluster) -> None:
     """200 requests, 20 at a time, half of them cancelled (the connection closed) at a random
     moment: before the first token, between prefill and decode, mid-stream. Every node is idle
     again within 2 s of the last one."""
-    assert idle_within(random_cluster, 30)[0], "the cluster must start idle"
+    assert idle_within(pd_cluster, 30)[0], "the cluster must start idle"
     rng = random.Random(10)
 
     async def storm() -> list[str]:
@@ -93,11 +93,11 @@ def test_a_storm_of_cancelled_requests_leaves_no_kv_behind(random_cluster: Runni
         async with httpx.AsyncClient(timeout=120) as http:
             async def limited(i: int) -> str:
                 async with gate:
-                    return await _one(http, random_cluster.url, rng, i)
+                    return await _one(http, pd_cluster.url, rng, i)
             return await asyncio.gather(*(limited(i) for i in range(200)))
 
     outcomes = asyncio.run(storm())
     assert set(outcomes) <= {"done", "cancelled"}, [o for o in outcomes if o not in ("done", "cancelled")]
     assert outcomes.count("done") >= 100 and outcomes.count("cancelled") >= 20, outcomes
-    ok, kv, open_ = idle_within(random_cluster, IDLE_WITHIN_S)
+    ok, kv, open_ = idle_within(pd_cluster, IDLE_WITHIN_S)
     assert ok, f"KV or requests still held {IDLE_WITHIN_S} s after the storm: {kv}, {open_} open"

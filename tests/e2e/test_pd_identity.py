@@ -38,18 +38,18 @@ def generate(cluster: RunningCluster, prompt: list[int], route: str) -> tuple[li
 
 
 @pytest.mark.parametrize("length", PROMPT_LENGTHS)
-def test_disaggregated_matches_colocated(random_cluster: RunningCluster, length: int) -> None:
+def test_disaggregated_matches_colocated(pd_cluster: RunningCluster, length: int) -> None:
     rng = random.Random(length)
     prompt = [rng.randrange(3, 250) for _ in range(length)]
 
-    before = settled_remote_kv_tokens(random_cluster)
-    disagg, resp = generate(random_cluster, prompt, "disaggregated")
+    before = settled_remote_kv_tokens(pd_cluster)
+    disagg, resp = generate(pd_cluster, prompt, "disaggregated")
     assert resp.headers["x-splitmind-prefill"] == "prefill-0"
     assert resp.headers["x-splitmind-decode"] == "decode-0"
-    received = settled_remote_kv_tokens(random_cluster) - before
+    received = settled_remote_kv_tokens(pd_cluster) - before
     assert received == length, "decode should receive the prompt's KV, not compute it"
 
-    colocated, resp = generate(random_cluster, prompt, "colocated")
+    colocated, resp = generate(pd_cluster, prompt, "colocated")
     assert resp.headers["x-splitmind-prefill"] == "none"
-    assert settled_remote_kv_tokens(random_cluster) - before == length, "colocated must not pull KV"
+    assert settled_remote_kv_tokens(pd_cluster) - before == length, "colocated must not pull KV"
     assert disagg == colocated

@@ -1,0 +1,173 @@
+"""KV over ZMQ (pushed layer by layer) against NIXL (pulled after prefill), in one run.
+
+    .venv/bin/python bench/kv_transfer.py                      # ~10 minutes on 2 cores
+    .venv/bin/python bench/kv_transfer.py --lengths 512,2048,8192
+
+A random checkpoint with a large KV per token (8 layers x 8 KV heads x 128 dims, float32: 64 KiB
+a token), one `splitmind up` cluster per transport (prefill node on core 0, decode node on core
+1, prefix caching off), fresh prompts of each length. Per transport and length:
+- time to the first decode token: the client's wait for the 2nd token of a streamed completion
+  (the 1st is prefill's), through the gateway, disaggregated; the same cluster's colocated route
+  (no transfer at all) is the floor;
+- KV in flight: what the decode node's connector reports (`splitmind_kv_transfer_seconds`). NIXL:
+  the pull, after prefill ended. ZMQ: from the first pushed frame to the KV in decode's blocks,
+  which overlaps prefill's compute; so its bytes/s is a lower bound on the wire's.
+- the ceiling: the same bytes copied block by block in one process (`index_copy_`).
+
+Prints a table and writes bench/out/kv_transfer.{json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
+from tests.e2e.cluster import RunningCluster  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+SPEC = CheckpointSpec(weights="random", hidden_size=1024, num_layers=8, num_heads=8, num_kv_heads=8,
+                      intermediate_size=512, max_position_embeddings=16384)
+KV_BYTES_PER_TOKEN = SPEC.num_layers * SPEC.num_kv_heads * (SPEC.hidden_size // SPEC.num_heads) * 2 * 4
+CLIENT = httpx.Client(timeout=600)
+
+
+def first_decode_token_s(url: str, prompt: list[int], route: str) -> float:
+    body = {"model": "model", "prompt": prompt, "max_tokens": 2, "temperature": 0, "stream": True, "ignore_eos": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    t0 = time.perf_counter()
+    with CLIENT.stream("POST", url + "/v1/completions", json=body, headers={"x-splitmind-route": route}) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data: {") and ((json.loads(line[6:]).get("usage") or {}).get("completion_tokens", 0)
+                                               >= 2):
+                return time.perf_counter() - t0
+    raise RuntimeError("the stream ended before its 2nd token")
+
+
+def kv_counters(url: str) -> tuple[float, float, float, float]:
+    """Decode node: (transfers, bytes, seconds in flight summed, failures)."""
+    text = httpx.get(url + "/metrics").text
+
+    def total(pattern: str) -> float:
+        return sum(float(v) for v in re.findall(pattern + r'(?:\{[^}]*worker="decode-0"[^}]*\})? (\S+)$', text, re.M))
+    return (total("^splitmind_kv_transfers_total"), total("^splitmind_kv_transfer_bytes_total"),
+            total("^splitmind_kv_transfer_seconds_sum"), total("^splitmind_kv_transfer_failures_total"))
+
+
+def copy_ceiling(nbytes: int, block_tokens: int = 128) -> float:
+    """Bytes/s of copying `nbytes` of KV block by block into another cache, in one process."""
+    tokens = max(nbytes // KV_BYTES_PER_TOKEN, 1)
+    blocks = -(-tokens // block_tokens)
+    src = [torch.rand(blocks, SPEC.num_kv_heads, block_tokens, 2 * 128) for _ in range(SPEC.num_layers)]
+    dst = [torch.zeros(blocks * 2, SPEC.num_kv_heads, block_tokens, 2 * 128) for _ in range(SPEC.num_layers)]
+    idx = torch.arange(blocks) * 2
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for s, d in zip(src, dst, strict=True):
+            d.index_copy_(0, idx, s.index_select(0, torch.arange(blocks)))
+        best = min(best, time.perf_counter() - t0)
+    return sum(s.numel() * 4 for s in src) / best
+
+
+def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Path) -> dict[int, dict[str, float]]:
+    max_len = max(lengths) + 64
+    config = (f'[engine]\nkv_transport = "{transport}"\nkv_cache_gib = 4\nmax_model_len = {max_len}\n'
+              "enable_prefix_caching = false\n[gateway]\nallow_route_override = true\n"
+              "prefill_timeout_s = 300\nfirst_token_timeout_s = 300\n")
+    print(f"[bench] splitmind up, KV over {transport}: prefill node (core 0) + decode node (core 1)", flush=True)
+    cluster = RunningCluster(model, work / transport, prefill=1, config=config)
+    rng = random.Random(len(transport))
+    out: dict[int, dict[str, float]] = {}
+    try:
+        cluster.wait_ready()
+        for route in ("disaggregated", "colocated"):  # warm both paths
+            first_decode_token_s(cluster.url, [rng.randrange(3, 250) for _ in range(64)], route)
+        for n in lengths:
+            before = kv_counters(cluster.url)
+            pd = [first_decode_token_s(cluster.url, [rng.randrange(3, 250) for _ in range(n)], "disaggregated")
+                  for _ in range(reps)]
+            time.sleep(1.2)  # the decode node's stats heartbeat carries the last transfers
+            after = kv_counters(cluster.url)
+            coloc = [first_decode_token_s(cluster.url, [rng.randrange(3, 250) for _ in range(n)], "colocated")
+                     for _ in range(reps)]
+            moved, nbytes, secs, failed = (a - b for a, b in zip(after, before, strict=True))
+            out[n] = {"pd_s": statistics.median(pd), "colocated_s": statistics.median(coloc),
+                      "transfers": moved, "bytes_per_transfer": nbytes / moved if moved else 0.0,
+                      "in_flight_s": secs / moved if moved else 0.0, "failures": failed}
+            print(f"[bench] {transport} {n} tokens: {out[n]}", flush=True)
+    finally:
+        cluster.stop()
+    return out
+
+
+def mb_s(measured: dict[str, float]) -> float:
+    return measured["bytes_per_transfer"] / measured["in_flight_s"] / 2**20 if measured["in_flight_s"] else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lengths", default="512,1024,2048,4096")
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    work = OUT / "kv_transfer_run"
+    model = build_checkpoint(work / "model", SPEC)
+    results = {t: measure(t, model, lengths, args.reps, work) for t in ("nixl", "zmq")}
+    rows = []
+    for n in lengths:
+        nixl, zmq_ = results["nixl"][n], results["zmq"][n]
+        nbytes = zmq_["bytes_per_transfer"] or nixl["bytes_per_transfer"] or n * KV_BYTES_PER_TOKEN
+        rows.append({"prompt_len": n, "kv_mb": nbytes / 2**20,
+                     "nixl_first_decode_ms": 1000 * nixl["pd_s"], "zmq_first_decode_ms": 1000 * zmq_["pd_s"],
+                     "colocated_first_decode_ms": 1000 * statistics.mean([nixl["colocated_s"], zmq_["colocated_s"]]),
+                     "nixl_in_flight_ms": 1000 * nixl["in_flight_s"], "zmq_in_flight_ms": 1000 * zmq_["in_flight_s"],
+                     "nixl_mb_s": mb_s(nixl), "zmq_mb_s": mb_s(zmq_),
+                     "copy_mb_s": copy_ceiling(int(nbytes)) / 2**20,
+                     "failures": nixl["failures"] + zmq_["failures"]})
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "kv_transfer.json").write_text(json.dumps(rows, indent=2))
+    head = ("prompt", "KV MB", "1st decode tok NIXL ms", "ZMQ ms", "coloc ms", "in flight NIXL ms", "ZMQ ms",
+            "NIXL MB/s", "ZMQ MB/s", "copy MB/s", "failures")
+    print("| " + " | ".join(head) + " |\n|" + "---:|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+    plot(rows)
+
+
+def plot(rows: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["prompt_len"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("nixl_first_decode_ms", "NIXL (pull)"), ("zmq_first_decode_ms", "ZMQ (push)"),
+                       ("colocated_first_decode_ms", "colocated (no transfer)")):
+        ax.plot(x, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel("time to first decode token (ms)")
+    ax.set_title("KV transport: 64 KiB of KV per token")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "kv_transfer.png", dpi=120)
+    print(f"[bench] wrote {OUT / 'kv_transfer.json'} and {OUT / 'kv_transfer.png'}")
+
+
+if __name__ == "__main__":
+    main()
