@@ -96,6 +96,7 @@ def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Pa
         cluster.wait_ready()
         for route in ("disaggregated", "colocated"):  # warm both paths
             first_decode_token_s(cluster.url, [rng.randrange(3, 250) for _ in range(64)], route)
+        time.sleep(1.2)  # the warm-up's transfer reaches the counters before the first length's "before"
         for n in lengths:
             before = kv_counters(cluster.url)
             pd = [first_decode_token_s(cluster.url, [rng.randrange(3, 250) for _ in range(n)], "disaggregated")

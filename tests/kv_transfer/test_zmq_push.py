@@ -39,6 +39,18 @@ def close_prefill_workers() -> Iterator[None]:
         PREFILL_WORKERS.pop().close()
 
 
+Decode = tuple[dict[str, torch.Tensor], ZmqWorker]
+
+
+@pytest.fixture
+def decode(tmp_path: Path) -> Iterator[Decode]:
+    """A decode engine's caches (zeros) and worker, receiving on the test's socket."""
+    dkv = caches(seed=None)
+    d = worker(dkv, address(tmp_path))
+    yield dkv, d
+    d.close()
+
+
 def push_params(tmp: Path, tid: str = "t1") -> dict[str, object]:
     return {"do_remote_decode": True, "transport": "zmq", "transfer_id": tid, "push_to": address(tmp)}
 
@@ -61,59 +73,47 @@ def decode_request(reply: dict[str, object], prompt: int = 11) -> object:
     return request("d1", prompt, {**reply, "do_remote_prefill": True, "do_remote_decode": False})
 
 
-def test_a_chunked_prefill_lands_in_decodes_blocks(tmp_path: Path) -> None:
-    dkv = caches(seed=None)
-    d = worker(dkv, address(tmp_path))
-    try:
-        pkv, reply = prefill_in_two_chunks(tmp_path)
-        assert reply is not None and reply["transfer_id"] == "t1" and reply["remote_num_tokens"] == 10
-        dp = planner()
-        req = decode_request(reply)  # prompt + prefill's token: 11
-        assert dp.claim(req, 0) == (10, True), "seeded decode: prefill's 10 tokens are remote, the 11th is not"
-        dp.allocated(req, blocks([5, 2, 11]), 10)
-        d.start_load(dp.build(new_step("x", [], 0, 0)))
-        finished_within(d, "d1")
-        assert d.take_load_errors() == set()
-        for name in LAYERS:
-            assert torch.equal(dkv[name][[5, 2, 11]], pkv[name][[3, 7, 9]]), name
-        assert d.staging.nbytes == 0, "taken out of staging once copied"
-        assert dp.claim(req, 0) == (0, False), "loaded once, never claimed again"
-    finally:
-        d.close()
+def test_a_chunked_prefill_lands_in_decodes_blocks(tmp_path: Path, decode: Decode) -> None:
+    dkv, d = decode
+    pkv, reply = prefill_in_two_chunks(tmp_path)
+    assert reply is not None and reply["transfer_id"] == "t1" and reply["remote_num_tokens"] == 10
+    dp = planner()
+    req = decode_request(reply)  # prompt + prefill's token: 11
+    assert dp.claim(req, 0) == (10, True), "seeded decode: prefill's 10 tokens are remote, the 11th is not"
+    dp.allocated(req, blocks([5, 2, 11]), 10)
+    d.start_load(dp.build(new_step("x", [], 0, 0)))
+    finished_within(d, "d1")
+    assert d.take_load_errors() == set()
+    for name in LAYERS:
+        assert torch.equal(dkv[name][[5, 2, 11]], pkv[name][[3, 7, 9]]), name
+    assert d.staging.nbytes == 0, "taken out of staging once copied"
+    assert dp.claim(req, 0) == (0, False), "loaded once, never claimed again"
 
 
-def test_decodes_own_cache_hit_is_not_overwritten(tmp_path: Path) -> None:
-    dkv = caches(seed=None)
-    d = worker(dkv, address(tmp_path))
-    try:
-        pkv, reply = prefill_in_two_chunks(tmp_path)
-        assert reply is not None
-        dp = planner()
-        req = decode_request(reply)
-        assert dp.claim(req, 4) == (6, True), "one block (4 tokens) cached on decode"
-        dp.allocated(req, blocks([5, 2, 11]), 6)
-        d.start_load(dp.build(new_step("x", [], 0, 0)))
-        finished_within(d, "d1")
-        for name in LAYERS:
-            assert not dkv[name][5].any(), "the locally cached block is left alone"
-            assert torch.equal(dkv[name][[2, 11]], pkv[name][[7, 9]])
-    finally:
-        d.close()
+def test_decodes_own_cache_hit_is_not_overwritten(tmp_path: Path, decode: Decode) -> None:
+    dkv, d = decode
+    pkv, reply = prefill_in_two_chunks(tmp_path)
+    assert reply is not None
+    dp = planner()
+    req = decode_request(reply)
+    assert dp.claim(req, 4) == (6, True), "one block (4 tokens) cached on decode"
+    dp.allocated(req, blocks([5, 2, 11]), 6)
+    d.start_load(dp.build(new_step("x", [], 0, 0)))
+    finished_within(d, "d1")
+    for name in LAYERS:
+        assert not dkv[name][5].any(), "the locally cached block is left alone"
+        assert torch.equal(dkv[name][[2, 11]], pkv[name][[7, 9]])
 
 
-def test_a_full_local_hit_drops_the_push(tmp_path: Path) -> None:
-    dkv = caches(seed=None)
-    d = worker(dkv, address(tmp_path))
-    try:
-        _, reply = prefill_in_two_chunks(tmp_path)
-        assert reply is not None
-        finished_within_staged(d, "t1")
-        dp = planner()
-        assert dp.claim(decode_request(reply), 12) == (0, False)
-        d.start_load(dp.build(new_step("x", [], 0, 0)))
-        assert d.staging.take("t1") == "dropped" and d.staging.nbytes == 0
-    finally:
-        d.close()
+def test_a_full_local_hit_drops_the_push(tmp_path: Path, decode: Decode) -> None:
+    _, d = decode
+    _, reply = prefill_in_two_chunks(tmp_path)
+    assert reply is not None
+    finished_within_staged(d, "t1")
+    dp = planner()
+    assert dp.claim(decode_request(reply), 12) == (0, False)
+    d.start_load(dp.build(new_step("x", [], 0, 0)))
+    assert d.staging.take("t1") == "dropped" and d.staging.nbytes == 0
 
 
 def finished_within_staged(d: ZmqWorker, tid: str) -> None:
@@ -142,26 +142,22 @@ def test_kv_that_never_comes_is_recomputed_not_waited_for(tmp_path: Path) -> Non
         d.close()
 
 
-def test_an_aborted_prefill_tells_decode_to_drop_what_came(tmp_path: Path) -> None:
-    dkv = caches(seed=None)
-    d = worker(dkv, address(tmp_path))
-    try:
-        kv = caches(seed=1)
-        p, w = planner(), worker(kv)
-        req = request("p1", 10, push_params(tmp_path, "t2"))
-        p.on_new_request(req)
-        run_step(w, p.build(new_step("p1", [3, 7], computed=0, scheduled=6)), kv)
-        assert p.finished(req) is None, "aborted half way: no KV to hand on"
-        run_step(w, p.build(new_step("other", [], 0, 0)), kv)  # the next step sends the Drop
-        PREFILL_WORKERS.append(w)
-        deadline = 5.0
-        t0 = time.monotonic()
-        while d.staging.take("t2") != "dropped":
-            assert time.monotonic() - t0 < deadline, "the Drop never arrived"
-            time.sleep(0.005)
-        assert d.staging.nbytes == 0
-    finally:
-        d.close()
+def test_an_aborted_prefill_tells_decode_to_drop_what_came(tmp_path: Path, decode: Decode) -> None:
+    _, d = decode
+    kv = caches(seed=1)
+    p, w = planner(), worker(kv)
+    req = request("p1", 10, push_params(tmp_path, "t2"))
+    p.on_new_request(req)
+    run_step(w, p.build(new_step("p1", [3, 7], computed=0, scheduled=6)), kv)
+    assert p.finished(req) is None, "aborted half way: no KV to hand on"
+    run_step(w, p.build(new_step("other", [], 0, 0)), kv)  # the next step sends the Drop
+    PREFILL_WORKERS.append(w)
+    deadline = 5.0
+    t0 = time.monotonic()
+    while d.staging.take("t2") != "dropped":
+        assert time.monotonic() - t0 < deadline, "the Drop never arrived"
+        time.sleep(0.005)
+    assert d.staging.nbytes == 0
 
 
 def test_a_load_aborted_while_waiting_is_still_reported(tmp_path: Path) -> None:
