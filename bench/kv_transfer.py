@@ -9,9 +9,12 @@ a token), one `splitmind up` cluster per transport (prefill node on core 0, deco
 - time to the first decode token: the client's wait for the 2nd token of a streamed completion
   (the 1st is prefill's), through the gateway, disaggregated; the same cluster's colocated route
   (no transfer at all) is the floor;
-- KV in flight: what the decode node's connector reports (`splitmind_kv_transfer_seconds`). NIXL:
-  the pull, after prefill ended. ZMQ: from the first pushed frame to the KV in decode's blocks,
-  which overlaps prefill's compute; so its bytes/s is a lower bound on the wire's.
+- the decode request's wait for its KV, as the decode node's connector reports it
+  (`splitmind_kv_transfer_seconds`): NIXL's pull after prefill ended; for ZMQ what was left of
+  the push, which overlapped prefill, plus the copy into the blocks;
+- bandwidth: NIXL's from its own telemetry (bytes / pull time); ZMQ's from its push path alone,
+  without a model (`push_bandwidth`: splitmind's connector worker pushing the same blocks over
+  TCP loopback from a process on core 0 to one on core 1, into the blocks on arrival of `Done`);
 - the ceiling: the same bytes copied block by block in one process (`index_copy_`).
 
 Prints a table and writes bench/out/kv_transfer.{json,png}.
@@ -27,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -83,6 +87,68 @@ def copy_ceiling(nbytes: int, block_tokens: int = 128) -> float:
     return sum(s.numel() * 4 for s in src) / best
 
 
+def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
+    """Bytes/s of the ZMQ connector's push path with no model: a prefill worker (a process on
+    core 0) pushes `nbytes` of blocks, all layers, to a decode worker here (core 1), which copies
+    them into its blocks once `Done` arrives. Best of 3."""
+    import multiprocessing as mp
+    import os
+
+    from kv_transfer.zmq.plan import Load, Send, ZmqMetadata
+    from kv_transfer.zmq.worker import ZmqWorker
+
+    blocks = max(-(-(nbytes // KV_BYTES_PER_TOKEN) // block_tokens), 1)
+    shape = (blocks * 2, SPEC.num_kv_heads, block_tokens, 2 * 128)
+    layers = [f"model.layers.{i}.self_attn.attn" for i in range(SPEC.num_layers)]
+    address = f"tcp://127.0.0.1:{_free_port()}"
+
+    def sender(go: Any, sent: Any, tid: str) -> None:
+        os.sched_setaffinity(0, {0})
+        torch.set_num_threads(1)
+        kv = {name: torch.rand(shape) for name in layers}
+        w = ZmqWorker(shape[0], bind=None, lease_s=30, receive_timeout_s=30, max_staging_bytes=1 << 34)
+        w.register(kv)
+        meta = ZmqMetadata(sends=[Send(tid, address, list(range(blocks)), 0, blocks * block_tokens)])
+        go.wait()
+        sent.put(time.time())
+        for name in layers:
+            w.save_layer(meta, name, kv[name])
+        w.wait_for_save(meta)
+        time.sleep(30)  # closed by the parent once it has the KV (LINGER 0 would drop the rest)
+
+    os.sched_setaffinity(0, {1 if (os.cpu_count() or 1) > 1 else 0})
+    dkv = {name: torch.zeros(shape) for name in layers}
+    d = ZmqWorker(shape[0], bind=address, lease_s=30, receive_timeout_s=30, max_staging_bytes=1 << 34)
+    d.register(dkv)
+    ctx = mp.get_context("fork")
+    best = float("inf")
+    try:
+        for rep in range(3):
+            go, sent = ctx.Event(), ctx.Queue()
+            proc = ctx.Process(target=sender, args=(go, sent, f"bw{rep}"), daemon=True)
+            proc.start()
+            time.sleep(1.0)  # the sender's caches are built
+            go.set()
+            load = Load(f"r{rep}", f"bw{rep}", list(range(blocks, 2 * blocks)), 0, blocks * block_tokens)
+            d.start_load(ZmqMetadata(loads=[load]))
+            while f"r{rep}" not in d.take_finished():
+                time.sleep(0.0005)
+            done = time.time()
+            assert not d.take_load_errors()
+            best = min(best, done - sent.get(timeout=10))
+            proc.kill()
+    finally:
+        d.close()
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return blocks * block_tokens * KV_BYTES_PER_TOKEN / best
+
+
+def _free_port() -> int:
+    from splitmind.launcher import free_port
+
+    return free_port("127.0.0.1")
+
+
 def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Path) -> dict[int, dict[str, float]]:
     max_len = max(lengths) + 64
     config = (f'[engine]\nkv_transport = "{transport}"\nkv_cache_gib = 4\nmax_model_len = {max_len}\n'
@@ -108,15 +174,16 @@ def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Pa
             moved, nbytes, secs, failed = (a - b for a, b in zip(after, before, strict=True))
             out[n] = {"pd_s": statistics.median(pd), "colocated_s": statistics.median(coloc),
                       "transfers": moved, "bytes_per_transfer": nbytes / moved if moved else 0.0,
-                      "in_flight_s": secs / moved if moved else 0.0, "failures": failed}
+                      "decode_wait_s": secs / moved if moved else 0.0, "failures": failed}
             print(f"[bench] {transport} {n} tokens: {out[n]}", flush=True)
     finally:
         cluster.stop()
     return out
 
 
-def mb_s(measured: dict[str, float]) -> float:
-    return measured["bytes_per_transfer"] / measured["in_flight_s"] / 2**20 if measured["in_flight_s"] else 0.0
+def nixl_mb_s(measured: dict[str, float]) -> float:
+    """NIXL's pull: bytes over its own transfer time."""
+    return measured["bytes_per_transfer"] / measured["decode_wait_s"] / 2**20 if measured["decode_wait_s"] else 0.0
 
 
 def main() -> None:
@@ -135,14 +202,14 @@ def main() -> None:
         rows.append({"prompt_len": n, "kv_mb": nbytes / 2**20,
                      "nixl_first_decode_ms": 1000 * nixl["pd_s"], "zmq_first_decode_ms": 1000 * zmq_["pd_s"],
                      "colocated_first_decode_ms": 1000 * statistics.mean([nixl["colocated_s"], zmq_["colocated_s"]]),
-                     "nixl_in_flight_ms": 1000 * nixl["in_flight_s"], "zmq_in_flight_ms": 1000 * zmq_["in_flight_s"],
-                     "nixl_mb_s": mb_s(nixl), "zmq_mb_s": mb_s(zmq_),
+                     "nixl_wait_ms": 1000 * nixl["decode_wait_s"], "zmq_wait_ms": 1000 * zmq_["decode_wait_s"],
+                     "nixl_mb_s": nixl_mb_s(nixl), "zmq_push_mb_s": push_bandwidth(int(nbytes)) / 2**20,
                      "copy_mb_s": copy_ceiling(int(nbytes)) / 2**20,
                      "failures": nixl["failures"] + zmq_["failures"]})
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "kv_transfer.json").write_text(json.dumps(rows, indent=2))
-    head = ("prompt", "KV MB", "1st decode tok NIXL ms", "ZMQ ms", "coloc ms", "in flight NIXL ms", "ZMQ ms",
-            "NIXL MB/s", "ZMQ MB/s", "copy MB/s", "failures")
+    head = ("prompt", "KV MB", "1st decode tok NIXL ms", "ZMQ ms", "coloc ms", "decode's wait NIXL ms", "ZMQ ms",
+            "NIXL pull MB/s", "ZMQ push MB/s", "copy MB/s", "failures")
     print("| " + " | ".join(head) + " |\n|" + "---:|" * len(head))
     for r in rows:
         print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")

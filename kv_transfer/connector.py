@@ -25,7 +25,8 @@ from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.nixl import NixlConnector
 
-logger = logging.getLogger(__name__)
+# Under "vllm.": this runs in vLLM's worker process, where only vLLM's loggers have a handler.
+logger = logging.getLogger("vllm.splitmind." + __name__)
 
 PROGRESS_THREAD_DELAY_US = 10_000
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def zmq_kv_transfer_config(*, kv_lease_s: int, bind: str | None) -> dict[str, Any]:
+def zmq_kv_transfer_config(*, kv_lease_s: int, bind: str | None, keys_dir: str = "") -> dict[str, Any]:
     """`bind`: where a decode node receives KV (its advertised host and KV port); None on prefill
-    nodes, which only push."""
+    nodes, which only push. `keys_dir`: CURVE on the KV sockets, with the nodes' key pair."""
     return {
         "kv_connector": "ZmqPushConnector",
         "kv_connector_module_path": "kv_transfer.zmq.connector",
         "kv_role": "kv_both",
         # A push that never completes (prefill died, staging full) is recomputed, not failed.
         "kv_load_failure_policy": "recompute",
-        "kv_connector_extra_config": {"kv_lease_duration": kv_lease_s, "bind": bind or ""},
+        "kv_connector_extra_config": {"kv_lease_duration": kv_lease_s, "bind": bind or "", "keys_dir": keys_dir},
     }
 
 

@@ -3,15 +3,16 @@
 Prefill pushes each layer's blocks as soon as the layer is computed (`save_kv_layer`), to the
 decode node the gateway named in the prefill request (`push_to`, `transfer_id`); the decode
 engine holds what arrives (`kv_transfer.zmq.staging`) until its request comes and vLLM gives it
-blocks, then copies it in. Against NIXL's pull after prefill, the transfer overlaps the prefill's
-compute and needs no handshake, no UCX and no registered memory; the price is one copy on each
-side and KV held on the decode node before it is asked for.
+blocks, then copies it in. Against NIXL's pull after prefill, the transfer overlaps the
+prefill's compute and needs no handshake, no UCX and no registered memory; the price is a copy
+on the decode side (into the blocks) and KV held on the decode node before it is asked for.
 
-Leases and aborts: prefill frees its blocks as soon as the step that computed them ends (the
-data is already in ZMQ's queue). The decode node drops a transfer when its request ends without
-it (released by the gateway, aborted), when the prefill was aborted (`Drop`), or at its lease's
-end; a decode request whose KV does not all come within `receive_timeout_s` recomputes it
-(vLLM's `kv_load_failure_policy = "recompute"`), so a lost push costs time, never a request.
+Leases and aborts: frames go out of the KV cache itself (zero-copy), so a prefill request's
+blocks are freed once ZMQ has sent them (or at the lease's end, if the decode node never takes
+them). The decode node drops a transfer when its request ends without it (released by the
+gateway, aborted), when the prefill was aborted (`Drop`), or at its lease's end; a decode
+request whose KV does not all come within `receive_timeout_s` recomputes it (vLLM's
+`kv_load_failure_policy = "recompute"`), so a lost push costs time, never a request.
 
 Half of the class runs in the scheduler (`kv_transfer.zmq.plan`), half in the worker
 (`kv_transfer.zmq.worker`); vLLM builds one instance per role.
@@ -19,7 +20,6 @@ Half of the class runs in the scheduler (`kv_transfer.zmq.plan`), half in the wo
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STAGING_BYTES = 1 << 30
 DEFAULT_RECEIVE_TIMEOUT_S = 10.0
@@ -67,7 +66,8 @@ class ZmqPushConnector(KVConnectorBase_V1):
                 kv_cache_config.num_blocks, bind=extra.get("bind") or None,
                 lease_s=float(extra.get("kv_lease_duration", 30)),
                 receive_timeout_s=float(extra.get("receive_timeout_s", DEFAULT_RECEIVE_TIMEOUT_S)),
-                max_staging_bytes=int(extra.get("max_staging_bytes", DEFAULT_MAX_STAGING_BYTES)))
+                max_staging_bytes=int(extra.get("max_staging_bytes", DEFAULT_MAX_STAGING_BYTES)),
+                keys_dir=str(extra.get("keys_dir") or ""))
 
     def _meta(self) -> ZmqMetadata:
         meta = self._get_connector_metadata()
@@ -96,7 +96,7 @@ class ZmqPushConnector(KVConnectorBase_V1):
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         assert self.worker is not None
-        return None, self.worker.take_finished() or None
+        return self.worker.take_sent() or None, self.worker.take_finished() or None
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         assert self.worker is not None
@@ -138,4 +138,4 @@ class ZmqPushConnector(KVConnectorBase_V1):
 
     def request_finished(self, request: Request, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         assert self.planner is not None
-        return False, self.planner.finished(request)
+        return self.planner.finished(request)

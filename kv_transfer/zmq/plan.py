@@ -27,6 +27,7 @@ class Send:
     block_ids: list[int]
     first: int
     done_tokens: int = 0
+    req_id: str = ""
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ZmqMetadata(KVConnectorMetadata):
     loads: list[Load] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)  # req_ids whose planned load is off (aborted)
     drops: list[str] = field(default_factory=list)  # transfer_ids this engine holds for nobody
+    held: list[str] = field(default_factory=list)  # prefill req_ids whose blocks wait for their sends
     remote_drops: list[tuple[str, str]] = field(default_factory=list)  # (push_to, transfer_id)
 
 
@@ -112,7 +114,7 @@ class Planner:
             end = min(-(-after // self.block_size), len(p.block_ids))
             done = after >= p.num_prompt_tokens
             self._meta.sends.append(Send(p.transfer_id, p.push_to, p.block_ids[p.sent_full:end], p.sent_full,
-                                         p.num_prompt_tokens if done else 0))
+                                         p.num_prompt_tokens if done else 0, req_id))
             p.sent_full, p.done = after // self.block_size, done
 
     # -- decode -------------------------------------------------------------------------------
@@ -148,25 +150,35 @@ class Planner:
             self._loading.pop(req_id, None)
 
     # -- both ---------------------------------------------------------------------------------
-    def finished(self, request: Any) -> dict[str, Any] | None:
-        """The request ended (done, aborted, or a pre-aborted release). A prefill's reply params
-        for the decode request; the cleanups the worker must do."""
+    def finished(self, request: Any) -> tuple[bool, dict[str, Any] | None]:
+        """The request ended (done, aborted, or a pre-aborted release): whether vLLM must keep its
+        blocks (a prefill's, until the worker reports them sent: frames go out of the KV cache
+        itself), a prefill's reply params for the decode request, and the cleanups the worker
+        must do."""
         req_id = request.request_id
         self._claims.pop(req_id, None)
         pushing = self._pushing.pop(req_id, None)
         if pushing is not None:
-            if pushing.done:
-                return {"transport": TRANSPORT, "transfer_id": pushing.transfer_id, "push_to": pushing.push_to,
-                        "remote_num_tokens": pushing.num_prompt_tokens, "remote_engine_id": self.engine_id}
-            self._meta.remote_drops.append((pushing.push_to, pushing.transfer_id))
-            return None
+            self._meta.held.append(req_id)
+            return True, self._pushed(pushing)
+        self._unclaimed(request)
+        return False, None
+
+    def _pushed(self, pushing: _Pushing) -> dict[str, Any] | None:
+        if pushing.done:
+            return {"transport": TRANSPORT, "transfer_id": pushing.transfer_id, "push_to": pushing.push_to,
+                    "remote_num_tokens": pushing.num_prompt_tokens, "remote_engine_id": self.engine_id}
+        self._meta.remote_drops.append((pushing.push_to, pushing.transfer_id))  # aborted half way
+        return None
+
+    def _unclaimed(self, request: Any) -> None:
+        req_id = request.request_id
         if req_id in self._loading:  # aborted while its KV was on its way: the worker reports it
             del self._loading[req_id]
             self._meta.cancels.append(req_id)
         load = load_params(request.kv_transfer_params)
         if load is not None:  # never loaded (released, aborted early): forget the pushed KV
             self._meta.drops.append(load[0])
-        return None
 
     def build(self, scheduler_output: Any) -> ZmqMetadata:
         self._plan_sends(scheduler_output)

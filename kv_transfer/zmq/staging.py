@@ -19,9 +19,12 @@ import msgspec
 import torch
 import zmq
 
+from kv_transfer.zmq import keys as node_keys
 from kv_transfer.zmq.wire import BadFrame, Done, Drop, LayerBlocks, check, decoder
+from splitmind import curve
 
-logger = logging.getLogger(__name__)
+# Under "vllm.": this runs in vLLM's worker process, where only vLLM's loggers have a handler.
+logger = logging.getLogger("vllm.splitmind." + __name__)
 
 # The frames are read-only and so are the tensors over them; they are only read (the copy into
 # vLLM's blocks), so torch's warning about writing through them does not apply.
@@ -110,11 +113,13 @@ class Receiver(threading.Thread):
 
     POLL_MS = 500  # how often an idle receiver looks up (to stop, to expire leases)
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], bind: str, staging: Staging) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], bind: str, staging: Staging,
+                 keys: curve.KeyPair | None = None) -> None:
         super().__init__(name="splitmind-kv-receiver", daemon=True)
         self.staging = staging
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.auth = node_keys.serve(ctx, self.sock, keys) if keys is not None else None
         self.sock.bind(bind)
         self._stop_event = threading.Event()
 
@@ -128,6 +133,8 @@ class Receiver(threading.Thread):
             pass
         finally:
             self.sock.close(linger=0)
+            if self.auth is not None:
+                self.auth.stop()
 
     def handle(self, frames: list[zmq.Frame]) -> None:
         try:

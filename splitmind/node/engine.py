@@ -64,7 +64,8 @@ def engine_kwargs(spec: NodeSpec, *, kv_transfer: bool = True) -> dict[str, Any]
         speculative_config=speculative_config(spec),
     )
     if kv_transfer and cfg.kv_transport == "zmq":
-        kwargs["kv_transfer_config"] = zmq_kv_transfer_config(kv_lease_s=cfg.kv_lease_s, bind=node_kv_address(spec))
+        kwargs["kv_transfer_config"] = zmq_kv_transfer_config(kv_lease_s=cfg.kv_lease_s, bind=node_kv_address(spec),
+                                                             keys_dir=spec.keys_dir)
     elif kv_transfer:
         kwargs["kv_transfer_config"] = nixl_kv_transfer_config(kv_buffer_device=kv_device, kv_lease_s=cfg.kv_lease_s)
     return kwargs

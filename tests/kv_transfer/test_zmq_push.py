@@ -64,7 +64,13 @@ def prefill_in_two_chunks(tmp: Path, tid: str = "t1") -> tuple[dict[str, torch.T
     p.on_new_request(req)
     run_step(w, p.build(new_step("p1", [3, 7], computed=0, scheduled=6)), kv)
     run_step(w, p.build(next_step("p1", [9], computed=6, scheduled=4)), kv)
-    reply = p.finished(req)
+    held, reply = p.finished(req)
+    assert held, "vLLM keeps the blocks: frames go out of them"
+    run_step(w, p.build(next_step("other", [], 0, 0)), kv)  # the step that hears of it
+    deadline = time.monotonic() + 5
+    while "p1" not in w.take_sent():  # once ZMQ has sent every frame, vLLM may free them
+        assert time.monotonic() < deadline, "blocks never handed back"
+        time.sleep(0.005)
     PREFILL_WORKERS.append(w)
     return kv, reply
 
@@ -149,7 +155,7 @@ def test_an_aborted_prefill_tells_decode_to_drop_what_came(tmp_path: Path, decod
     req = request("p1", 10, push_params(tmp_path, "t2"))
     p.on_new_request(req)
     run_step(w, p.build(new_step("p1", [3, 7], computed=0, scheduled=6)), kv)
-    assert p.finished(req) is None, "aborted half way: no KV to hand on"
+    assert p.finished(req) == (True, None), "aborted half way: no KV to hand on, blocks kept till sent"
     run_step(w, p.build(new_step("other", [], 0, 0)), kv)  # the next step sends the Drop
     PREFILL_WORKERS.append(w)
     deadline = 5.0
@@ -185,5 +191,44 @@ def test_a_released_transfer_is_dropped(tmp_path: Path) -> None:
     notify_kv_transfer_request_rejected): its transfer is dropped, nothing is loaded."""
     dp = planner()
     req = decode_request({"transport": "zmq", "transfer_id": "t9", "remote_num_tokens": 10})
-    assert dp.finished(req) is None
+    assert dp.finished(req) == (False, None)
     assert dp.build(new_step("x", [], 0, 0)) == ZmqMetadata(drops=["t9"])
+
+
+def test_with_keys_only_nodes_push(tmp_path: Path) -> None:
+    """CURVE on the KV socket: a node's pair gets through, a gateway's pair and plain TCP do not."""
+    from splitmind.curve import create_keys
+
+    keys = tmp_path / "keys"
+    create_keys(keys)
+    other = tmp_path / "other"
+    create_keys(other)  # another deployment's keys: not this one's nodes
+    d = ZmqWorker(16, bind=address(tmp_path), lease_s=30, receive_timeout_s=5, max_staging_bytes=1 << 30,
+                  keys_dir=str(keys))
+    d.register(caches(seed=None))
+    try:
+        for name, keys_dir in (("plain", ""), ("stranger", str(other)), ("node", str(keys))):
+            kv = caches(seed=1)
+            p = planner()
+            w = ZmqWorker(16, bind=None, lease_s=30, receive_timeout_s=5, max_staging_bytes=1 << 30,
+                          keys_dir=keys_dir)
+            w.register(kv)
+            PREFILL_WORKERS.append(w)
+            req = request("p1", 6, push_params(tmp_path, name))
+            p.on_new_request(req)
+            run_step(w, p.build(new_step("p1", [3, 7], computed=0, scheduled=6)), kv)
+        finished_within_staged(d, "node")
+        time.sleep(0.3)  # the others had as long, and more
+        assert set(d.staging._entries) == {"node"}, "only the node's push got in"
+    finally:
+        d.close()
+
+
+def test_runs_of_consecutive_blocks_go_out_as_views_of_the_cache() -> None:
+    from kv_transfer.zmq.worker import runs
+
+    cache = caches(seed=1)[LAYERS[0]]
+    out = runs(cache, [2, 3, 4, 9, 11, 12])
+    assert [(offset, len(data)) for offset, data in out] == [(0, 3), (3, 1), (4, 2)]
+    assert out[0][1].data_ptr() == cache[2].data_ptr(), "no copy: a view of the KV cache"
+    assert torch.equal(out[2][1], cache[[11, 12]])
