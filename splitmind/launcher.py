@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -125,10 +126,15 @@ def _reason(c: Child) -> str:
     return failure_report(c.log_path)
 
 
-def gateway_healthy(url: str) -> bool:
+def gateway_healthy(url: str, prefill: int = 0, decode: int = 1) -> bool:
+    """The gateway serves, and routes to at least `prefill` prefill and `decode` decode nodes:
+    "ready" before the prefill nodes' first heartbeat reached it sent the first requests
+    colocated (and a request that asked for the disaggregated route got a 503)."""
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as r:
-            return bool(r.status == 200)
+            body = json.loads(r.read())
+            return bool(r.status == 200 and body.get("prefill_workers", 0) >= prefill
+                        and body.get("decode_workers", 0) >= decode)
     except Exception:
         return False
 
@@ -219,7 +225,7 @@ class Cluster:
         )
         self._say("starting gateway")
         self._spawn("gateway", ["-m", "api", "--config", msgspec.json.encode(gw).decode()], self.gateway_env)
-        while not gateway_healthy(self.url):
+        while not gateway_healthy(self.url, self.cfg.num_prefill, self.cfg.num_decode):
             self._check_alive()
             if time.monotonic() > deadline:
                 raise LaunchError(f"gateway not healthy after {timeout_s:g}s")

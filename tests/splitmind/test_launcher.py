@@ -68,3 +68,37 @@ def test_an_engine_that_cannot_start_names_why() -> None:
     ]
     cause = root_cause(log)
     assert cause is not None and "Available memory on node 0" in cause
+
+
+def test_ready_waits_for_every_node_in_the_gateway() -> None:
+    """Bug: `splitmind up` said ready once the gateway had a decode node, before the prefill
+    node's first heartbeat: the first requests went colocated, and one that asked for the
+    disaggregated route got a 503 (bench/kv_transfer.py's warm-up)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from splitmind.launcher import gateway_healthy
+
+    seen = {"prefill_workers": 0, "decode_workers": 1}
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ok", **seen}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert gateway_healthy(url, prefill=0, decode=1), "colocated: the decode node is all it needs"
+        assert not gateway_healthy(url, prefill=1, decode=1)
+        seen["prefill_workers"] = 1
+        assert gateway_healthy(url, prefill=1, decode=1)
+    finally:
+        server.shutdown()
