@@ -25,6 +25,8 @@ from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.nixl import NixlConnector
 
+from kv_transfer.seeded import remote_tokens_to_take
+
 # Under "vllm.": this runs in vLLM's worker process, where only vLLM's loggers have a handler.
 logger = logging.getLogger("vllm.splitmind." + __name__)
 
@@ -92,6 +94,6 @@ class SeededNixlConnector(NixlConnector):  # type: ignore[misc]
         if params and params.get("do_remote_prefill") and params.get("remote_num_tokens"):
             remote = int(params["remote_num_tokens"])
             if len(request.prompt_token_ids or ()) > remote:
-                count = min(remote, request.num_prompt_tokens) - num_computed_tokens
+                count = remote_tokens_to_take(remote, request.num_prompt_tokens, num_computed_tokens)
                 return (count, True) if count > 0 else (0, False)
         return super().get_num_new_matched_tokens(request, num_computed_tokens)

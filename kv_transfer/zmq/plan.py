@@ -2,9 +2,8 @@
 
 Pure bookkeeping over vLLM's scheduler objects (read through their attributes, never changed
 except `do_remote_prefill`, cleared once a load is planned, as vLLM's NIXL connector does); the
-worker (`kv_transfer.zmq.worker`) does what it plans. The seeded-decode contract is here: a
-decode request's prompt is the prefill's prompt plus the token prefill produced, and only the
-prefill's `remote_num_tokens` are claimed as remote; decode computes the last token itself.
+worker (`kv_transfer.zmq.worker`) does what it plans. `claim` keeps the seeded-decode contract
+(`kv_transfer.seeded`), as `SeededNixlConnector` does for NIXL.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorMetadata
+
+from kv_transfer.seeded import remote_tokens_to_take
 
 TRANSPORT = "zmq"
 
@@ -123,7 +124,7 @@ class Planner:
         if load is None:
             return 0, False
         transfer_id, remote = load
-        count = min(remote, request.num_prompt_tokens) - num_computed_tokens
+        count = remote_tokens_to_take(remote, request.num_prompt_tokens, num_computed_tokens)
         if count <= 0:  # decode's own cache holds it all: the push is of no use
             self._meta.drops.append(transfer_id)
             request.kv_transfer_params["do_remote_prefill"] = False
