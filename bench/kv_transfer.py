@@ -14,7 +14,7 @@ a token), one `splitmind up` cluster per transport (prefill node on core 0, deco
   the push, which overlapped prefill, plus the copy into the blocks;
 - bandwidth: NIXL's from its own telemetry (bytes / pull time); ZMQ's from its push path alone,
   without a model (`push_bandwidth`: splitmind's connector worker pushing the same blocks over
-  TCP loopback from a process on core 0 to one on core 1, into the blocks on arrival of `Done`);
+  TCP loopback from a process on core 0 to a decode receiver on core 1, until `Done` is held);
 - the ceiling: the same bytes copied block by block in one process (`index_copy_`).
 
 Prints a table and writes bench/out/kv_transfer.{json,png}.
@@ -88,17 +88,19 @@ def copy_ceiling(nbytes: int, block_tokens: int = 128) -> float:
 
 
 def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
-    """Bytes/s of the ZMQ connector's push path with no model: a prefill worker (a process on
-    core 0) pushes `nbytes` of blocks, all layers, to a decode worker here (core 1), which copies
-    them into its blocks once `Done` arrives. Best of 3."""
+    """Bytes/s of the ZMQ connector's push path with no model: a prefill worker in a process on
+    core 0 pushes `nbytes` of blocks (every layer) over TCP loopback to a decode node's receiver
+    here on core 1, from its first send to `Done` held in staging (the copy into the blocks is
+    the ceiling column's). Best of 3."""
     import multiprocessing as mp
     import os
 
-    from kv_transfer.zmq.plan import Load, Send, ZmqMetadata
+    from kv_transfer.zmq.plan import Send, ZmqMetadata
+    from kv_transfer.zmq.staging import Pushed, Receiver, Staging
     from kv_transfer.zmq.worker import ZmqWorker
 
     blocks = max(-(-(nbytes // KV_BYTES_PER_TOKEN) // block_tokens), 1)
-    shape = (blocks * 2, SPEC.num_kv_heads, block_tokens, 2 * 128)
+    shape = (blocks, SPEC.num_kv_heads, block_tokens, 2 * 128)
     layers = [f"model.layers.{i}.self_attn.attn" for i in range(SPEC.num_layers)]
     address = f"tcp://127.0.0.1:{_free_port()}"
 
@@ -106,7 +108,7 @@ def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
         os.sched_setaffinity(0, {0})
         torch.set_num_threads(1)
         kv = {name: torch.rand(shape) for name in layers}
-        w = ZmqWorker(shape[0], bind=None, lease_s=30, receive_timeout_s=30, max_staging_bytes=1 << 34)
+        w = ZmqWorker(blocks, bind=None, lease_s=30, receive_timeout_s=30, max_staging_bytes=1 << 34)
         w.register(kv)
         meta = ZmqMetadata(sends=[Send(tid, address, list(range(blocks)), 0, blocks * block_tokens)])
         go.wait()
@@ -114,12 +116,14 @@ def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
         for name in layers:
             w.save_layer(meta, name, kv[name])
         w.wait_for_save(meta)
-        time.sleep(30)  # closed by the parent once it has the KV (LINGER 0 would drop the rest)
+        time.sleep(30)  # killed by the parent once it has the KV (LINGER 0 would drop the rest)
+
+    import zmq
 
     os.sched_setaffinity(0, {1 if (os.cpu_count() or 1) > 1 else 0})
-    dkv = {name: torch.zeros(shape) for name in layers}
-    d = ZmqWorker(shape[0], bind=address, lease_s=30, receive_timeout_s=30, max_staging_bytes=1 << 34)
-    d.register(dkv)
+    staging = Staging(1 << 34, 30)
+    receiver = Receiver(zmq.Context(), address, staging)
+    receiver.start()
     ctx = mp.get_context("fork")
     best = float("inf")
     try:
@@ -127,18 +131,14 @@ def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
             go, sent = ctx.Event(), ctx.Queue()
             proc = ctx.Process(target=sender, args=(go, sent, f"bw{rep}"), daemon=True)
             proc.start()
-            time.sleep(1.0)  # the sender's caches are built
+            time.sleep(2.0)  # the sender's caches are built
             go.set()
-            load = Load(f"r{rep}", f"bw{rep}", list(range(blocks, 2 * blocks)), 0, blocks * block_tokens)
-            d.start_load(ZmqMetadata(loads=[load]))
-            while f"r{rep}" not in d.take_finished():
-                time.sleep(0.0005)
-            done = time.time()
-            assert not d.take_load_errors()
-            best = min(best, done - sent.get(timeout=10))
+            while not isinstance(staging.take(f"bw{rep}"), Pushed):
+                time.sleep(0.0002)
+            best = min(best, time.time() - sent.get(timeout=10))
             proc.kill()
     finally:
-        d.close()
+        receiver.stop()
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     return blocks * block_tokens * KV_BYTES_PER_TOKEN / best
 
