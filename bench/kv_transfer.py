@@ -1,11 +1,13 @@
 """KV over ZMQ (pushed layer by layer) against NIXL (pulled after prefill), in one run.
 
-    .venv/bin/python bench/kv_transfer.py                      # ~10 minutes on 2 cores
+    .venv/bin/python bench/kv_transfer.py                      # ~20 minutes on 2 cores
     .venv/bin/python bench/kv_transfer.py --lengths 512,2048,8192
 
 A random checkpoint with a large KV per token (8 layers x 8 KV heads x 128 dims, float32: 64 KiB
 a token), one `splitmind up` cluster per transport (prefill node on core 0, decode node on core
-1, prefix caching off), fresh prompts of each length. Per transport and length:
+1, prefix caching off), fresh prompts of each length. Transports: NIXL as `splitmind up` runs it
+(on one host UCX picks shared memory), ZMQ, and NIXL over TCP (`UCX_TLS=tcp`: how NIXL moves KV
+between machines without RDMA, the case ZMQ is for). Per transport and length:
 - time to the first decode token: the client's wait for the 2nd token of a streamed completion
   (the 1st is prefill's), through the gateway, disaggregated; the same cluster's colocated route
   (no transfer at all) is the floor;
@@ -150,8 +152,15 @@ def _free_port() -> int:
 
 
 def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Path) -> dict[int, dict[str, float]]:
+    """`transport`: nixl, zmq, or nixl-tcp (NIXL with UCX_TLS=tcp: how NIXL moves KV between
+    machines without RDMA; on one host UCX otherwise takes shared memory)."""
+    import os
+
     max_len = max(lengths) + 64
-    config = (f'[engine]\nkv_transport = "{transport}"\nkv_cache_gib = 4\nmax_model_len = {max_len}\n'
+    if transport == "nixl-tcp":
+        os.environ["UCX_TLS"] = "tcp"  # the nodes inherit it
+    engine = transport.removesuffix("-tcp")
+    config = (f'[engine]\nkv_transport = "{engine}"\nkv_cache_gib = 4\nmax_model_len = {max_len}\n'
               "enable_prefix_caching = false\n[gateway]\nallow_route_override = true\n"
               "prefill_timeout_s = 300\nfirst_token_timeout_s = 300\n")
     print(f"[bench] splitmind up, KV over {transport}: prefill node (core 0) + decode node (core 1)", flush=True)
@@ -178,6 +187,8 @@ def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Pa
             print(f"[bench] {transport} {n} tokens: {out[n]}", flush=True)
     finally:
         cluster.stop()
+        if transport == "nixl-tcp":
+            os.environ.pop("UCX_TLS", None)
     return out
 
 
@@ -194,22 +205,24 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     work = OUT / "kv_transfer_run"
     model = build_checkpoint(work / "model", SPEC)
-    results = {t: measure(t, model, lengths, args.reps, work) for t in ("nixl", "zmq")}
+    results = {t: measure(t, model, lengths, args.reps, work) for t in ("nixl", "zmq", "nixl-tcp")}
     rows = []
     for n in lengths:
-        nixl, zmq_ = results["nixl"][n], results["zmq"][n]
+        nixl, zmq_, tcp = results["nixl"][n], results["zmq"][n], results["nixl-tcp"][n]
         nbytes = zmq_["bytes_per_transfer"] or nixl["bytes_per_transfer"] or n * KV_BYTES_PER_TOKEN
         rows.append({"prompt_len": n, "kv_mb": nbytes / 2**20,
                      "nixl_first_decode_ms": 1000 * nixl["pd_s"], "zmq_first_decode_ms": 1000 * zmq_["pd_s"],
+                     "nixl_tcp_first_decode_ms": 1000 * tcp["pd_s"],
                      "colocated_first_decode_ms": 1000 * statistics.mean([nixl["colocated_s"], zmq_["colocated_s"]]),
                      "nixl_wait_ms": 1000 * nixl["decode_wait_s"], "zmq_wait_ms": 1000 * zmq_["decode_wait_s"],
-                     "nixl_mb_s": nixl_mb_s(nixl), "zmq_push_mb_s": push_bandwidth(int(nbytes)) / 2**20,
+                     "nixl_mb_s": nixl_mb_s(nixl), "nixl_tcp_mb_s": nixl_mb_s(tcp),
+                     "zmq_push_mb_s": push_bandwidth(int(nbytes)) / 2**20,
                      "copy_mb_s": copy_ceiling(int(nbytes)) / 2**20,
-                     "failures": nixl["failures"] + zmq_["failures"]})
+                     "failures": nixl["failures"] + zmq_["failures"] + tcp["failures"]})
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "kv_transfer.json").write_text(json.dumps(rows, indent=2))
-    head = ("prompt", "KV MB", "1st decode tok NIXL ms", "ZMQ ms", "coloc ms", "decode's wait NIXL ms", "ZMQ ms",
-            "NIXL pull MB/s", "ZMQ push MB/s", "copy MB/s", "failures")
+    head = ("prompt", "KV MB", "1st decode tok NIXL ms", "ZMQ ms", "NIXL/TCP ms", "coloc ms", "decode's wait NIXL ms",
+            "ZMQ ms", "NIXL pull MB/s", "NIXL/TCP MB/s", "ZMQ push MB/s", "copy MB/s", "failures")
     print("| " + " | ".join(head) + " |\n|" + "---:|" * len(head))
     for r in rows:
         print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
@@ -224,7 +237,9 @@ def plot(rows: list[dict[str, float]]) -> None:
 
     x = [r["prompt_len"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("nixl_first_decode_ms", "NIXL (pull)"), ("zmq_first_decode_ms", "ZMQ (push)"),
+    for key, label in (("nixl_first_decode_ms", "NIXL (pull; shared memory)"),
+                       ("nixl_tcp_first_decode_ms", "NIXL over TCP (UCX_TLS=tcp)"),
+                       ("zmq_first_decode_ms", "ZMQ (push)"),
                        ("colocated_first_decode_ms", "colocated (no transfer)")):
         ax.plot(x, [r[key] for r in rows], marker="o", label=label)
     ax.set_xscale("log", base=2)
