@@ -65,23 +65,6 @@ def random_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture(scope="session")
-def zmq_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """PD cluster on random weights with an MTP layer (MTP on both nodes), its KV pushed over ZMQ
-    (`kv_transport = "zmq"`) with CURVE on every plane, KV sockets included (`--keys-dir`),
-    prefix caching off: the NIXL tests that take `pd_cluster` run on it too."""
-    config = NO_PREFIX_CACHING_CONFIG.replace("[engine]\n", '[engine]\nkv_transport = "zmq"\n')
-    yield from _cluster(tmp_path_factory.mktemp("clusters"), "zmq", CheckpointSpec(weights="random", mtp_layers=1),
-                        prefill=1, config=config, curve=True)
-
-
-@pytest.fixture(params=["nixl", "zmq"])
-def pd_cluster(request: pytest.FixtureRequest) -> RunningCluster:
-    """The random PD cluster on each KV transport: NIXL (`random_cluster`) and ZMQ (`zmq_cluster`)."""
-    cluster: RunningCluster = request.getfixturevalue("random_cluster" if request.param == "nixl" else "zmq_cluster")
-    return cluster
-
-
-@pytest.fixture(scope="session")
 def reasoner_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     """PD cluster on the bundled tiny reasoner, the model `splitmind up` serves by default: MTP
     on by itself (it has an MTP layer). Prefix caching off."""

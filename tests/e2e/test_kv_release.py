@@ -1,8 +1,9 @@
 """Prefill KV that no decode request will pull is released at once, and a storm of requests
 cancelled at random moments leaves no KV held on any node (issue #10).
 
-The random PD clusters (NIXL and ZMQ) run prefix caching off and the default 30 s KV lease: KV still held 2 s after
-its request ended is KV that waits for the lease, which is what this file must never see.
+The random cluster runs prefix caching off and the default 30 s KV lease: KV still held 2 s after
+its request ended is KV that waits for the lease, which is what this file must never see. The
+same checks run on KV over ZMQ (tests/e2e/test_kv_over_zmq.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def idle_within(cluster: RunningCluster, limit_s: float) -> tuple[bool, dict[str
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_prefill_whose_first_token_is_the_last_frees_its_kv_at_once(pd_cluster: RunningCluster,
+def test_a_prefill_whose_first_token_is_the_last_frees_its_kv_at_once(random_cluster: RunningCluster,
                                                                        stream: bool) -> None:
+    first_token_last_frees_its_kv_at_once(random_cluster, stream)
+
+
+def first_token_last_frees_its_kv_at_once(pd_cluster: RunningCluster, stream: bool) -> None:
     """Bug: a disaggregated request with max_tokens=1 ended at prefill's token, and the prefill
     node held the prompt's KV for its whole 30 s lease. Fix: the gateway has the decode node
     release it (vLLM's notify_kv_transfer_request_rejected), counted on the decode node."""
@@ -81,7 +86,11 @@ async def _one(http: httpx.AsyncClient, url: str, rng: random.Random, i: int) ->
         return "cancelled"
 
 
-def test_a_storm_of_cancelled_requests_leaves_no_kv_behind(pd_cluster: RunningCluster) -> None:
+def test_a_storm_of_cancelled_requests_leaves_no_kv_behind(random_cluster: RunningCluster) -> None:
+    storm_of_cancelled_requests_leaves_no_kv_behind(random_cluster)
+
+
+def storm_of_cancelled_requests_leaves_no_kv_behind(pd_cluster: RunningCluster) -> None:
     """200 requests, 20 at a time, half of them cancelled (the connection closed) at a random
     moment: before the first token, between prefill and decode, mid-stream. Every node is idle
     again within 2 s of the last one."""

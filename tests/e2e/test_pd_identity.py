@@ -38,7 +38,12 @@ def generate(cluster: RunningCluster, prompt: list[int], route: str) -> tuple[li
 
 
 @pytest.mark.parametrize("length", PROMPT_LENGTHS)
-def test_disaggregated_matches_colocated(pd_cluster: RunningCluster, length: int) -> None:
+def test_disaggregated_matches_colocated(random_cluster: RunningCluster, length: int) -> None:
+    disaggregated_matches_colocated(random_cluster, length)
+
+
+def disaggregated_matches_colocated(pd_cluster: RunningCluster, length: int) -> None:
+    """Also run on KV over ZMQ (tests/e2e/test_kv_over_zmq.py)."""
     rng = random.Random(length)
     prompt = [rng.randrange(3, 250) for _ in range(length)]
 
