@@ -1,6 +1,6 @@
 """KV over ZMQ (pushed layer by layer) against NIXL (pulled after prefill), in one run.
 
-    .venv/bin/python bench/kv_transfer.py                      # ~20 minutes on 2 cores
+    .venv/bin/python bench/kv_transfer.py                      # ~8 minutes on 2 cores
     .venv/bin/python bench/kv_transfer.py --lengths 512,2048,8192
 
 A random checkpoint with a large KV per token (8 layers x 8 KV heads x 128 dims, float32: 64 KiB
