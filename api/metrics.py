@@ -98,7 +98,8 @@ class NodeCollector(Collector):
         transfers = CounterMetricFamily("splitmind_kv_transfers", "KV transfers completed.", labels=labels)
         transfer_bytes = CounterMetricFamily("splitmind_kv_transfer_bytes", "KV bytes transferred.", labels=labels)
         transfer_failures = CounterMetricFamily(
-            "splitmind_kv_transfer_failures", "NIXL failures a node reported, by kind: transfer (a KV read failed), "
+            "splitmind_kv_transfer_failures", "KV transfer failures a node reported, by kind: transfer (a KV read "
+            "failed; on ZMQ, a push that broke off or never completed), "
             "handshake (no metadata from the peer), notification (a 'done' to the prefill side failed), expired "
             "(prefill KV whose lease ran out before anyone pulled it).", labels=[*labels, "kind"])
         drafts = CounterMetricFamily("splitmind_spec_draft_tokens", "Speculative draft tokens proposed.",
@@ -122,7 +123,8 @@ class NodeCollector(Collector):
         trips = CounterMetricFamily("splitmind_worker_circuit_trips", "Times the worker's circuit breaker opened.",
                                     labels=labels)
         transfer_s = HistogramMetricFamily("splitmind_kv_transfer_seconds",
-                                           "Duration of one KV transfer (NIXL telemetry).", labels=labels)
+                                           "A decode request's wait for its prompt's KV (the connector's telemetry).",
+                                           labels=labels)
         for w in self.workers.workers.values():
             lv = [w.worker_id, w.role.name.lower()]
             healthy.add_metric(lv, 1.0 if w.is_healthy(self.workers.heartbeat_timeout_s) else 0.0)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import statistics
 import sys
 import time
@@ -40,7 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.metrics import counter_sum  # noqa: E402
 from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
+from splitmind.launcher import free_port  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -64,13 +65,11 @@ def first_decode_token_s(url: str, prompt: list[int], route: str) -> float:
 
 
 def kv_counters(url: str) -> tuple[float, float, float, float]:
-    """Decode node: (transfers, bytes, seconds in flight summed, failures)."""
-    text = httpx.get(url + "/metrics").text
-
-    def total(pattern: str) -> float:
-        return sum(float(v) for v in re.findall(pattern + r'(?:\{[^}]*worker="decode-0"[^}]*\})? (\S+)$', text, re.M))
-    return (total("^splitmind_kv_transfers_total"), total("^splitmind_kv_transfer_bytes_total"),
-            total("^splitmind_kv_transfer_seconds_sum"), total("^splitmind_kv_transfer_failures_total"))
+    """Decode nodes: (transfers, bytes, seconds waited summed, failures)."""
+    names = ("splitmind_kv_transfers_total", "splitmind_kv_transfer_bytes_total",
+             "splitmind_kv_transfer_seconds_sum", "splitmind_kv_transfer_failures_total")
+    transfers, nbytes, seconds, failures = (counter_sum(url, name) for name in names)
+    return transfers, nbytes, seconds, failures
 
 
 def copy_ceiling(nbytes: int, block_tokens: int = 128) -> float:
@@ -104,7 +103,7 @@ def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
     blocks = max(-(-(nbytes // KV_BYTES_PER_TOKEN) // block_tokens), 1)
     shape = (blocks, SPEC.num_kv_heads, block_tokens, 2 * 128)
     layers = [f"model.layers.{i}.self_attn.attn" for i in range(SPEC.num_layers)]
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port('127.0.0.1')}"
 
     def sender(go: Any, sent: Any, tid: str) -> None:
         os.sched_setaffinity(0, {0})
@@ -143,12 +142,6 @@ def push_bandwidth(nbytes: int, block_tokens: int = 128) -> float:
         receiver.stop()
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     return blocks * block_tokens * KV_BYTES_PER_TOKEN / best
-
-
-def _free_port() -> int:
-    from splitmind.launcher import free_port
-
-    return free_port("127.0.0.1")
 
 
 def measure(transport: str, model: Path, lengths: list[int], reps: int, work: Path) -> dict[int, dict[str, float]]:

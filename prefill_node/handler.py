@@ -12,7 +12,7 @@ from typing import Any
 
 from kv_transfer.nixl import PREFILL_REQUEST_PARAMS
 from splitmind.node.sampling import to_sampling_params
-from splitmind.protocol import GenerateRequest, Role
+from splitmind.protocol import GenerateRequest, Role, kv_params_to_vllm
 
 
 class PrefillHandler:
@@ -21,6 +21,5 @@ class PrefillHandler:
     def sampling_params(self, req: GenerateRequest) -> Any:
         kv: dict[str, Any] = dict(PREFILL_REQUEST_PARAMS)
         if req.kv_transfer is not None and req.kv_transfer.transport == "zmq":
-            kv = {"do_remote_decode": True, "do_remote_prefill": False, "transport": "zmq",
-                  "transfer_id": req.kv_transfer.transfer_id, "push_to": req.kv_transfer.push_to}
+            kv = kv_params_to_vllm(req.kv_transfer, do_remote_decode=True, do_remote_prefill=False)
         return to_sampling_params(req.sampling, max_tokens=1, kv_transfer_params=kv)

@@ -18,7 +18,8 @@ from splitmind import curve
 
 
 def node_pair(keys_dir: str) -> curve.KeyPair:
-    return curve._load(Path(keys_dir) / f"{curve.NODE}.key_secret", secret=True)
+    """The nodes' shared key pair, as every node loads it (`NodeSpec` checks it at start)."""
+    return curve.load_server_keys(keys_dir).own
 
 
 class _NodesOnly:

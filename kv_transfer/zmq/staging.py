@@ -75,7 +75,7 @@ class Staging:
         with self._lock:
             entry = self._entries.get(done.transfer_id)
             if entry is not None:
-                self._entries[done.transfer_id] = Pushed(entry.started, entry.layers, entry.nbytes, done)
+                entry.done = done
 
     def drop(self, transfer_id: str, why: str = "dropped") -> None:
         with self._lock:

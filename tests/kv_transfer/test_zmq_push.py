@@ -203,16 +203,12 @@ def test_with_keys_only_nodes_push(tmp_path: Path) -> None:
     create_keys(keys)
     other = tmp_path / "other"
     create_keys(other)  # another deployment's keys: not this one's nodes
-    d = ZmqWorker(16, bind=address(tmp_path), lease_s=30, receive_timeout_s=5, max_staging_bytes=1 << 30,
-                  keys_dir=str(keys))
-    d.register(caches(seed=None))
+    d = worker(caches(seed=None), address(tmp_path), keys_dir=str(keys))
     try:
         for name, keys_dir in (("plain", ""), ("stranger", str(other)), ("node", str(keys))):
             kv = caches(seed=1)
             p = planner()
-            w = ZmqWorker(16, bind=None, lease_s=30, receive_timeout_s=5, max_staging_bytes=1 << 30,
-                          keys_dir=keys_dir)
-            w.register(kv)
+            w = worker(kv, keys_dir=keys_dir)
             PREFILL_WORKERS.append(w)
             req = request("p1", 6, push_params(tmp_path, name))
             p.on_new_request(req)

@@ -27,8 +27,9 @@ def caches(seed: int | None) -> dict[str, torch.Tensor]:
 
 
 def worker(kv: dict[str, torch.Tensor], bind: str | None = None, *, timeout_s: float = 5.0,
-           max_bytes: int = 1 << 30, lease_s: float = 30.0) -> ZmqWorker:
-    w = ZmqWorker(NUM_BLOCKS, bind=bind, lease_s=lease_s, receive_timeout_s=timeout_s, max_staging_bytes=max_bytes)
+           max_bytes: int = 1 << 30, lease_s: float = 30.0, keys_dir: str = "") -> ZmqWorker:
+    w = ZmqWorker(NUM_BLOCKS, bind=bind, lease_s=lease_s, receive_timeout_s=timeout_s, max_staging_bytes=max_bytes,
+                  keys_dir=keys_dir)
     w.register(kv)
     return w
 
