@@ -24,6 +24,28 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def _answer_stage(stage: dict[str, Any] | None) -> str:
+    if stage is None:
+        return ""
+    train, before, after = stage["train"], stage["line_ends_before"], stage["line_ends_after"]
+    return f"""
+Then the answer stage: {train['steps']} more steps from those weights, peak learning rate
+{train['peak_lr']} ({train['warmup_steps']} warm-up steps), {train['num_samples']:,} samples of the same
+mix except that {_pct(train['mix']['line_cut'])} are traces cut at a line end from the `check` line on
+and closed with the forced end. Stage 1's cuts fall at random tokens, rarely at a line end, and
+the model had not learnt to copy the finished result (`sum 38141_`) from the line before the
+forced end: that is what long2short's probes and budgets that finish their line ask of it.
+Teacher-forced over {before['probes']} line ends of fresh problems
+(`python -m models.tiny_reasoner.line_ends`), the answer after a forced end was right at
+{_pct(before['from_check'])} of line ends from the check line on before the stage and
+{_pct(after['from_check'])} after ({_pct(before['before_check'])} and {_pct(after['before_check'])} before
+the check line, where the result is not known yet); the median confidence (lowest probability
+of the answer's tokens) of right answers {after['confidence_right']:.2f}, of wrong ones
+{after['confidence_wrong']:.2f}. Held out after it: {100 * stage['held_out']['exact_match']:.1f}% of full traces
+exact.
+"""
+
+
 def write_card(model_dir: Path) -> Path:
     recipe: dict[str, Any] = json.loads((model_dir / "training.json").read_text())
     config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
@@ -39,6 +61,7 @@ def write_card(model_dir: Path) -> Path:
     budgets_md = model_dir / "budgets.md"
     budgets = (f"{budgets_md.read_text()}\n![accuracy against the thinking a budget allows](budgets.png)\n"
                if budgets_md.exists() else "(not measured yet: `.venv/bin/python bench/thinking_budgets.py --card`)\n")
+    answer_stage = _answer_stage(recipe.get("answer_stage"))
     l2s_md = model_dir / "long2short.md"
     long2short = (f"{l2s_md.read_text()}\n![long2short: accuracy against tokens](long2short.png)\n"
                   if l2s_md.exists() else "(not measured yet: `.venv/bin/python bench/long2short.py --card`)\n")
@@ -100,7 +123,7 @@ AdamW (β 0.9/0.95, weight decay
 (length-bucketed batches), peak learning rate {train['peak_lr']} with {train['warmup_steps']} warm-up steps and
 cosine decay to {train['final_lr_fraction']:g}×, gradient clipping 1.0; loss = LM loss +
 {train['mtp_loss_weight']} × MTP loss. {precision} on {train['threads']} CPU threads.
-
+{answer_stage}
 Time of the build that produced this checkpoint (2 vCPUs, no GPU):
 
 | phase | time |

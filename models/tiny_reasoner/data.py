@@ -267,6 +267,11 @@ def reasoning(p: Problem) -> list[str]:
     return lines
 
 
+def check_line(p: Problem) -> int:
+    """Index of the trace's first `check` line: from it on, every line ends with the result."""
+    return next(i for i, line in enumerate(reasoning(p)) if line.startswith("check "))
+
+
 def reasoning_profile() -> dict[str, object]:
     """What the server needs to know of how this model thinks (`splitmind.reasoning_profile`):
     the ending it was trained to answer after, effort budgets that fit its traces (123 to 366

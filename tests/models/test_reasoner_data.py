@@ -18,6 +18,7 @@ from models.tiny_reasoner.data import (
     reply,
     sample_hard_problem,
     sample_problem,
+    thinking,
 )
 from models.tiny_reasoner.samples import IGNORE, Mix, SampleBuilder
 from models.tokenizer import train_bpe
@@ -162,6 +163,35 @@ def test_the_mix_draws_every_kind(builder: SampleBuilder) -> None:
     assert any("<think>\n\n</think>" in t for t in texts)
     assert any(t.count("What is") == 0 for t in texts)  # other phrasings
     assert sum("units:" in t for t in texts) > 200
+
+
+def test_line_ends_are_where_each_line_of_the_trace_ends(builder: SampleBuilder) -> None:
+    for p in (Problem(4821, 379, "+"), Problem(17, 9, "*"), Problem(12, 345, "-")):
+        lines = reasoning(p)
+        ends = builder.line_ends(p)
+        assert [i for i, _ in ends] == list(range(len(lines) - 1)), "the bundled vocabulary: every line end"
+        ids = builder.encode(thinking(p))
+        for i, n in ends:
+            assert builder.tok.decode(ids[:n]) == "\n".join(lines[: i + 1])
+
+
+def test_line_cuts_end_the_thinking_at_a_line_end_from_the_check_line_on(builder: SampleBuilder) -> None:
+    rng = random.Random(3)
+    mix = Mix(cut=0, no_think=0, line_cut=0.99)
+    texts = [builder.tok.decode(builder.draw(rng, mix).ids, skip_special_tokens=False) for _ in range(60)]
+    cut = [t for t in texts if TRANSITION in t]
+    assert len(cut) > 50
+    for t in cut:
+        thought = t.split("<think>\n", 1)[1].split("\n" + TRANSITION, 1)[0]
+        last = thought.split("\n")[-1]
+        assert "check " in thought and re.search(r", (sum|difference|product) -?[\d_]+$", last), last
+        result = re.search(r"(-?\d+)_*$", last)
+        assert result is not None and t.endswith(f"The answer is {int(result.group(1))}.<|im_end|>")
+
+
+def test_a_line_cut_needs_room_left_for_full_traces() -> None:
+    with pytest.raises(ValueError, match="line_cut"):
+        Mix(cut=0.5, no_think=0.1, line_cut=0.4)
 
 
 def test_digits_and_padding_are_single_tokens() -> None:
