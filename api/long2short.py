@@ -31,5 +31,6 @@ def early_exit_for(fe: ModelFrontend) -> EarlyExit:
         every=profile.probe_every, agree=profile.probe_agree, max_tokens=profile.probe_max_tokens,
         suffix_ids=tuple(fe.encode(forced + prefix)),
         suffix_after_line_ids=tuple(fe.encode(forced.lstrip("\n") + prefix)),
-        answer_of=answer_of, stop_token_ids=tuple(fe.stop_token_ids), grace=profile.grace_min_tokens,
+        answer_of=answer_of, min_confidence=profile.probe_min_confidence,
+        stop_token_ids=tuple(fe.stop_token_ids), grace=profile.grace_min_tokens,
         timeout_s=PROBE_TIMEOUT_S)

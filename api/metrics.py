@@ -50,7 +50,8 @@ class GatewayMetrics:
             "splitmind_reasoning_forced_endings", "Thinking ended by the gateway, by reason (budget, answer_reserve, "
             "early_exit).", ["reason"], registry=r)
         self.probes = Counter("splitmind_long2short_probes", "long2short early-exit probes, by outcome (answer, "
-                              "no_answer, failed, cancelled).", ["outcome"], registry=r)
+                              "unsure (an answer below probe_min_confidence), no_answer, failed, cancelled).",
+                              ["outcome"], registry=r)
         self.probe_tokens = Counter("splitmind_long2short_probe_tokens", "Tokens long2short probes sent (the forced "
                                     "ending and answer prefix) and generated.", registry=r)
 

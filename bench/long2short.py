@@ -1,5 +1,6 @@
 """long2short on the bundled reasoner: accuracy against tokens for full thinking, budgets,
-no_think and early exit over a grid of (probe every K reasoning tokens, m probes agree).
+no_think and early exit over a grid of (probe every K reasoning tokens, m probes agree), and
+m=2 with DEER's confidence gate (an answer counts only if its every token was >= 0.9 likely).
 
     .venv/bin/python bench/long2short.py            # bundled model, 300 problems, greedy and 0.7; ~70 min on 2 cores
     .venv/bin/python bench/long2short.py --card     # also into the model card (models/tiny-reasoner/)
@@ -44,6 +45,12 @@ SEED = 20261202
 CONFIG = "[engine]\nkv_cache_gib = 2\nmax_model_len = 2048\nmax_num_seqs = 64\n"
 ANSWER = re.compile(r"The answer is (-?\d+)\.")
 GRID_EVERY, GRID_AGREE = (16, 32, 64), (2, 3)
+GATE = 0.9  # probe_min_confidence of the gated rows (DEER's gate), for m=2 at K=16 and 32
+Probe = tuple[int, int, float]  # (probe_every K, probe_agree m, probe_min_confidence)
+
+
+def grid() -> list[Probe]:
+    return [(k, m, 0.0) for m in GRID_AGREE for k in GRID_EVERY] + [(k, 2, GATE) for k in GRID_EVERY[:2]]
 
 
 def settings() -> list[tuple[str, str, dict[str, Any]]]:
@@ -51,8 +58,10 @@ def settings() -> list[tuple[str, str, dict[str, Any]]]:
     out: list[tuple[str, str, dict[str, Any]]] = [("full thinking", "full thinking", {})]
     out += [("budget", f"budget {b}", {"thinking_budget": b}) for b in (16, 32, 64, 128, 256)]
     out += [("no_think", "no_think", {"long2short": "no_think"})]
-    out += [(f"early_exit m={m}", f"early_exit K={k} m={m}", {"long2short": "early_exit", "__probe": (k, m)})
-            for m in GRID_AGREE for k in GRID_EVERY]
+    for k, m, c in grid():
+        gate = f" p>={c:g}" if c else ""
+        out.append((f"early_exit m={m}{gate}", f"early_exit K={k} m={m}{gate}",
+                    {"long2short": "early_exit", "__probe": (k, m, c)}))
     return out
 
 
@@ -76,7 +85,7 @@ def ask(client: OpenAI, model: str, p: Problem, temperature: float, body: dict[s
                                           temperature=temperature, max_tokens=1500, seed=seed, extra_body=body)
 
 
-def run_setting(clients: dict[tuple[int, int] | None, OpenAI], model: str, method: str, name: str,
+def run_setting(clients: dict[Probe | None, OpenAI], model: str, method: str, name: str,
                 body: dict[str, Any], problems: list[Problem], temperature: float, concurrency: int) -> Row:
     body = dict(body)
     client = clients[body.pop("__probe", None)]
@@ -146,7 +155,7 @@ def plot(rows: list[Row], path: Path) -> None:
             style = "o-" if len(group) > 1 else "s"
             ax.plot([r.total_tokens for r in group], [100 * r.accuracy for r in group], style, label=method)
             for r in group:
-                label = r.setting.replace("budget ", "").replace("early_exit ", "").replace(f" m={r.method[-1]}", "")
+                label = re.sub(r" m=\d| p>=[\d.]+", "", r.setting.replace("budget ", "").replace("early_exit ", ""))
                 ax.annotate(label, (r.total_tokens, 100 * r.accuracy), textcoords="offset points", xytext=(4, -10),
                             fontsize=7)
         front = sorted((r for r in mine if r.pareto), key=lambda r: r.total_tokens)
@@ -164,7 +173,7 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def wall_clock(clients: dict[tuple[int, int] | None, OpenAI], model: str, problems: list[Problem],
+def wall_clock(clients: dict[Probe | None, OpenAI], model: str, problems: list[Problem],
                picks: list[tuple[str, dict[str, Any]]]) -> str:
     lines = ["| setting | batch | requests | mean s per request | requests/s |", "|---|---:|---:|---:|---:|"]
     for batch, n in ((1, 20), (8, 64)):
@@ -212,19 +221,19 @@ def main() -> None:
     rng = random.Random(SEED)
     problems = [sample_problem(rng) for _ in range(args.problems)]
     # One gateway per probe setting: (K, m) is the model profile's, set by config like an operator would.
-    grid = [(k, m) for m in GRID_AGREE for k in GRID_EVERY]
     print(f"[long2short] starting splitmind up --model {args.model}", flush=True)
     cluster = RunningCluster(args.model.resolve(), ROOT / ".splitmind" / "long2short", prefill=1, config=CONFIG)
     extra: list[Any] = []
     try:
         cluster.wait_ready()
-        clients: dict[tuple[int, int] | None, OpenAI] = {
+        clients: dict[Probe | None, OpenAI] = {
             None: OpenAI(base_url=cluster.url + "/v1", api_key="unused", max_retries=0, timeout=300)}
         model = clients[None].models.list().data[0].id
-        for k, m in grid:
-            extra.append(Gateway(cluster, cluster.workdir / f"gateway-K{k}-m{m}.log", {}, model=args.model.resolve(),
-                                 served_model_name=model, reasoning_profile={"probe_every": k, "probe_agree": m}))
-            clients[(k, m)] = OpenAI(base_url=extra[-1].url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        for k, m, c in grid():
+            extra.append(Gateway(cluster, cluster.workdir / f"gateway-K{k}-m{m}-c{c:g}.log", {},
+                                 model=args.model.resolve(), served_model_name=model,
+                                 reasoning_profile={"probe_every": k, "probe_agree": m, "probe_min_confidence": c}))
+            clients[(k, m, c)] = OpenAI(base_url=extra[-1].url + "/v1", api_key="unused", max_retries=0, timeout=300)
         t0 = time.monotonic()
         rows: list[Row] = []
         for t in args.temperatures:

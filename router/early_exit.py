@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,12 +44,15 @@ class EarlyExit:
     suffix_ids: tuple[int, ...]  # forced ending + answer prefix, after a line whose newline is still to come
     suffix_after_line_ids: tuple[int, ...]  # the same, after a newline
     answer_of: Callable[[list[int]], str | None]  # a probe's generated ids -> its answer, if it has one
+    # An answer counts only if each of its tokens had at least this probability (DEER's gate);
+    # 0: every answer counts, and probes ask for no logprobs.
+    min_confidence: float = 0.0
     stop_token_ids: tuple[int, ...] = ()
     grace: int = 16  # after agreement, the line in progress may run this many tokens more
     timeout_s: float = 30.0  # one probe, from sending to its answer
 
 
-# (outcome: "answer" | "no_answer" | "failed" | "cancelled", tokens), for metrics
+# (outcome: "answer" | "unsure" | "no_answer" | "failed" | "cancelled", tokens), for metrics
 ProbeOutcome = Callable[[str, int], None]
 
 
@@ -90,8 +94,11 @@ class Prober:
     async def _probe(self, decode: WorkerClient, probe_id: str, ids: list[int], num_suffix: int,
                      guard: ThinkingGuard) -> None:
         cfg = self.config
-        sampling = Sampling(max_tokens=cfg.max_tokens, temperature=0.0, stop_token_ids=list(cfg.stop_token_ids))
+        gated = cfg.min_confidence > 0
+        sampling = Sampling(max_tokens=cfg.max_tokens, temperature=0.0, stop_token_ids=list(cfg.stop_token_ids),
+                            logprobs=0 if gated else None)
         generated: list[int] = []
+        lowest = 0.0  # the lowest logprob of the generated tokens
         answer: str | None = None
         outcome = "failed"
         stream = None
@@ -105,10 +112,16 @@ class Prober:
                     delta = await stream.next(cfg.timeout_s, "a long2short probe's answer")
                     generated += delta.token_ids
                     self.probe_tokens += len(delta.token_ids)
+                    if gated:
+                        lowest = min([lowest, *(lp.logprob for lp in delta.logprobs or ())])
                     answer = cfg.answer_of(generated)
                     if answer is not None:
                         break  # the rest of the probe would only repeat it
             outcome = "answer" if answer is not None else "no_answer"
+            if answer is not None and gated and math.exp(lowest) < cfg.min_confidence:
+                logger.debug("request %s: probe %s answered %r at confidence %.2f", self.request_id, probe_id,
+                             answer, math.exp(lowest))
+                answer, outcome = None, "unsure"  # breaks agreement, as no answer does
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise

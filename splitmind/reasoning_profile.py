@@ -56,6 +56,9 @@ class ReasoningProfile:
     probe_every: int = 64
     probe_agree: int = 3
     probe_max_tokens: int = 16
+    # DEER's gate: a probe's answer counts only if every token of it was at least this likely
+    # (the probe asks for its tokens' logprobs); 0: every answer counts.
+    probe_min_confidence: float = 0.0
     answer_prefix: str = ""
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class ReasoningProfile:
         if not (self.probe_every >= 1 and self.probe_agree >= 1 and 1 <= self.probe_max_tokens <= MAX_PROBE_TOKENS):
             raise ValueError(f"reasoning.probe_every and probe_agree must be >= 1, probe_max_tokens in [1, "
                              f"{MAX_PROBE_TOKENS}]")
+        if not 0 <= self.probe_min_confidence < 1:
+            raise ValueError("reasoning.probe_min_confidence must be in [0, 1) (0: off)")
         if self.long2short == "early_exit" and self.answer_pattern is None:
             raise ValueError("reasoning.long2short = \"early_exit\" needs reasoning.answer_pattern (what a probe's "
                              "answer is)")
@@ -100,7 +105,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "think_start": (str,), "think_end": (str,), "forced_end": (str,), "effort_budgets": (dict,),
     "answer_reserve": (int,), "grace_min_tokens": (int,), "grace_fraction": (int, float), "answer_pattern": (str,),
     "long2short": (str,), "probe_every": (int,), "probe_agree": (int,), "probe_max_tokens": (int,),
-    "answer_prefix": (str,),
+    "probe_min_confidence": (int, float), "answer_prefix": (str,),
 }
 
 

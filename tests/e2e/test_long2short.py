@@ -41,6 +41,7 @@ QUESTIONS = problems(20, seed=1414)
 # model that saves almost nothing (docs/benchmarks.md). A second gateway in front of the same
 # nodes probes every 16 and wants 2, so that the exits happen and are tested.
 EAGER = {"probe_every": 16, "probe_agree": 2}
+GATED = {**EAGER, "probe_min_confidence": 0.9}  # DEER's gate on top: probes ask for logprobs
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,16 @@ def eager(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFac
     gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("long2short") / "gateway.log", {},
                       model=BUNDLED_MODEL, served_model_name="tiny-reasoner", reasoning_profile=EAGER,
                       allow_route_override=True)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def gated(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("long2short-gated") / "gateway.log", {},
+                      model=BUNDLED_MODEL, served_model_name="tiny-reasoner", reasoning_profile=GATED)
     try:
         yield gateway
     finally:
@@ -89,6 +100,28 @@ def test_early_exit_thinks_less_and_answers_on_20_problems(eager: Gateway, full_
           f"{statistics.mean(baseline):.0f} with full thinking")
     exits = metric(eager, 'splitmind_reasoning_forced_endings_total{reason="early_exit"}') - exits_before
     assert exits == sum(TRANSITION in reasoning_of(r.choices[0].message) for r in early) > 0
+
+
+def test_the_confidence_gate_reads_each_probes_logprobs(gated: Gateway, full_thinking: list[Any]) -> None:
+    """Probes ask the decode node (MTP on) for logprobs; unsure answers (the model's guesses
+    before its trace has the result) do not count, and the exits still come, without a wrong one."""
+    unsure = 'splitmind_long2short_probes_total{outcome="unsure"}'
+    unsure_before = metric(gated, unsure)
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
+        early = list(pool.map(lambda p: ask(gated, p.question, temperature=0, long2short="early_exit"), QUESTIONS))
+    assert metric(gated, unsure) > unsure_before, "no probe was unsure: were logprobs read?"
+    exited = [TRANSITION in reasoning_of(r.choices[0].message) for r in early]
+    assert sum(exited) > 0
+    for f, e, p, cut in zip(full_thinking, early, QUESTIONS, exited, strict=True):
+        answer = ANSWER_LINE.fullmatch((e.choices[0].message.content or "").strip())
+        assert answer, e.choices[0].message.content
+        if cut:  # an exit answers what full thinking answers (right, on this model: tests/e2e/test_tiny_reasoner)
+            assert f"The answer is {answer.group(1)}." in (f.choices[0].message.content or ""), p.question
+        assert probe_tokens(e.usage) > 0
+    used = statistics.mean(r.usage.completion_tokens_details.reasoning_tokens for r in early)
+    full = statistics.mean(r.usage.completion_tokens_details.reasoning_tokens for r in full_thinking)
+    print(f"gated early exit: {sum(exited)}/20 exits, reasoning {used:.0f} tokens vs {full:.0f} with full thinking")
+    assert used < full
 
 
 def stream(cluster: RunningCluster, question: str, **body: Any) -> tuple[str, str, Any]:

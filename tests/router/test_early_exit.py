@@ -12,7 +12,7 @@ from router.pd import ROUTE_COLOCATED, Generation
 from router.request_stream import RequestStream
 from router.thinking import NO_BUDGET, ThinkingLimit
 from splitmind.config import GatewayTuning
-from splitmind.protocol import FinishReason, GenerateRequest, Sampling, TokenDelta
+from splitmind.protocol import FinishReason, GenerateRequest, Sampling, TokenDelta, TokenLogprob
 
 START, END, NL, WORD = 100, 101, 10, 1
 NL_WORD = 11  # a token whose text starts a new line and goes on (`\nt`)
@@ -30,8 +30,9 @@ class FakeDecode:
     worker_id = "d0"
 
     def __init__(self, probe_answer: Callable[[list[int]], list[int]], probe_delay_s: float = 0.0,
-                 chunk: int = 4, thought: list[int] = THOUGHT) -> None:
+                 chunk: int = 4, thought: list[int] = THOUGHT, probe_logprob: float = -0.01) -> None:
         self.thought = thought
+        self.probe_logprob = probe_logprob  # of each token a probe generates, when it asks
         self.probe_answer = probe_answer
         self.probe_delay_s = probe_delay_s
         self.chunk = chunk  # tokens per delta: 4 is a line
@@ -48,7 +49,10 @@ class FakeDecode:
     async def _answer(self, req: GenerateRequest, stream: RequestStream) -> None:
         if "-p" in req.request_id:
             await asyncio.sleep(self.probe_delay_s)
-            stream.push(TokenDelta(req.request_id, self.probe_answer(req.prompt_token_ids), FinishReason.STOP))
+            ids = self.probe_answer(req.prompt_token_ids)
+            logprobs = (None if req.sampling.logprobs is None
+                        else [TokenLogprob(t, self.probe_logprob) for t in ids])
+            stream.push(TokenDelta(req.request_id, ids, FinishReason.STOP, logprobs=logprobs))
         elif "-c" in req.request_id:  # the continuation after a forced ending: the answer
             stream.push(TokenDelta(req.request_id, ANSWER, FinishReason.STOP))
         else:
@@ -69,9 +73,9 @@ def answer_of(ids: list[int]) -> str | None:
     return str(ids[0]) if ids and ids[0] >= 200 else None
 
 
-def early_exit(every: int = 8, agree: int = 2) -> EarlyExit:
+def early_exit(every: int = 8, agree: int = 2, min_confidence: float = 0.0) -> EarlyExit:
     return EarlyExit(every=every, agree=agree, max_tokens=4, suffix_ids=SUFFIX, suffix_after_line_ids=SUFFIX[1:],
-                     answer_of=answer_of, grace=2, timeout_s=5)
+                     answer_of=answer_of, min_confidence=min_confidence, grace=2, timeout_s=5)
 
 
 def generation(node: FakeDecode, ee: EarlyExit | None, probes: list[tuple[str, int]]) -> Generation:
@@ -183,6 +187,32 @@ def test_a_probe_with_no_answer_breaks_the_agreement() -> None:
     g = generation(node, early_exit(every=4, agree=2), probes)
     assert run(g) == THOUGHT, "the same answer twice, but never twice in a row"
     assert {o for o, _ in probes} == {"answer", "no_answer"}
+
+
+def test_unsure_answers_do_not_agree() -> None:
+    """DEER's gate: the same answer every time, but each at probability 0.37 < 0.9."""
+    probes: list[tuple[str, int]] = []
+    node = FakeDecode(settles_after(0), probe_logprob=-1.0)
+    g = generation(node, early_exit(every=4, min_confidence=0.9), probes)
+    assert run(g) == THOUGHT and g.forced_endings == []
+    assert len(probes) >= 5 and {o for o, _ in probes} == {"unsure"}
+    assert all(r.sampling.logprobs == 0 for r in node.sent if "-p" in r.request_id), "probes ask for logprobs"
+
+
+def test_sure_answers_agree_through_the_gate() -> None:
+    probes: list[tuple[str, int]] = []
+    node = FakeDecode(settles_after(24), probe_logprob=-0.01)  # 0.99 a token
+    g = generation(node, early_exit(min_confidence=0.9), probes)
+    out = run(g)
+    assert g.forced_endings == ["early_exit"] and len(out) < len(THOUGHT)
+    assert "answer" in {o for o, _ in probes} and "unsure" not in {o for o, _ in probes}
+
+
+def test_without_the_gate_probes_ask_for_no_logprobs() -> None:
+    node = FakeDecode(settles_after(24))
+    run(generation(node, early_exit(), []))
+    probes = [r for r in node.sent if "-p" in r.request_id]
+    assert probes and all(r.sampling.logprobs is None for r in probes)
 
 
 def test_no_early_exit_no_probes() -> None:

@@ -53,6 +53,9 @@ def test_grace_is_the_larger_of_the_floor_and_the_fraction(tmp_path: Path) -> No
     ({"answer_pattern": "The answer is ("}, "not a regex"),
     ({"answer_pattern": r"The answer is \d+"}, "needs a group"),
     ({"think_start": ""}, "must not be empty"),
+    ({"probe_min_confidence": 1}, "probe_min_confidence"),
+    ({"probe_min_confidence": -0.1}, "probe_min_confidence"),
+    ({"probe_min_confidence": "0.9"}, "probe_min_confidence"),
 ], ids=str)
 def test_malformed_settings_are_refused_by_name(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
