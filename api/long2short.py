@@ -32,5 +32,5 @@ def early_exit_for(fe: ModelFrontend) -> EarlyExit:
         suffix_ids=tuple(fe.encode(forced + prefix)),
         suffix_after_line_ids=tuple(fe.encode(forced.lstrip("\n") + prefix)),
         answer_of=answer_of, min_confidence=profile.probe_min_confidence,
-        stop_token_ids=tuple(fe.stop_token_ids), grace=profile.grace_min_tokens,
+        stop_token_ids=tuple(fe.stop_token_ids), grace=profile.exit_grace_tokens,
         timeout_s=PROBE_TIMEOUT_S)

@@ -7,8 +7,9 @@ tokens. The node's prefix cache holds the
 prompt and all full blocks of the thinking (the sample is running there), so a probe computes
 its partial last block, the ending and the answer: a handful of tokens, not a re-prefill. When
 the last `agree` probes found the same answer, the thinking guard ends the thinking at the next
-line end (`ThinkingGuard.end_soon`), with the same forced ending as a budget, and the sample
-goes on to its answer.
+line end (`ThinkingGuard.end_soon`, within `grace` tokens: a line end is where the probes read
+the answer, and a cut in the middle of a line may cut the answer itself), with the same forced
+ending as a budget, and the sample goes on to its answer.
 
 Probes never delay or change the sample's own stream: they run beside it, one at a time (a
 probe due while one is out is skipped), and their tokens are counted apart (`probe_tokens`).
@@ -48,7 +49,7 @@ class EarlyExit:
     # 0: every answer counts, and probes ask for no logprobs.
     min_confidence: float = 0.0
     stop_token_ids: tuple[int, ...] = ()
-    grace: int = 16  # after agreement, the line in progress may run this many tokens more
+    grace: int = 128  # after agreement, the line in progress may run this many tokens more
     timeout_s: float = 30.0  # one probe, from sending to its answer
 
 

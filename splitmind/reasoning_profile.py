@@ -59,6 +59,10 @@ class ReasoningProfile:
     # DEER's gate: a probe's answer counts only if every token of it was at least this likely
     # (the probe asks for its tokens' logprobs); 0: every answer counts.
     probe_min_confidence: float = 0.0
+    # Once probes agree, the line in progress may run this many tokens more before the forced
+    # ending: an exit cuts at a line end, where the probes read their answer. A budget's
+    # 16-token grace cut the bundled model's 40-token check lines in the middle of the result.
+    exit_grace_tokens: int = 128
     answer_prefix: str = ""
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class ReasoningProfile:
         if not (self.probe_every >= 1 and self.probe_agree >= 1 and 1 <= self.probe_max_tokens <= MAX_PROBE_TOKENS):
             raise ValueError(f"reasoning.probe_every and probe_agree must be >= 1, probe_max_tokens in [1, "
                              f"{MAX_PROBE_TOKENS}]")
+        if self.exit_grace_tokens < 0:
+            raise ValueError("reasoning.exit_grace_tokens must be >= 0")
         if not 0 <= self.probe_min_confidence < 1:
             raise ValueError("reasoning.probe_min_confidence must be in [0, 1) (0: off)")
         if self.long2short == "early_exit" and self.answer_pattern is None:
@@ -105,7 +111,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "think_start": (str,), "think_end": (str,), "forced_end": (str,), "effort_budgets": (dict,),
     "answer_reserve": (int,), "grace_min_tokens": (int,), "grace_fraction": (int, float), "answer_pattern": (str,),
     "long2short": (str,), "probe_every": (int,), "probe_agree": (int,), "probe_max_tokens": (int,),
-    "probe_min_confidence": (int, float), "answer_prefix": (str,),
+    "probe_min_confidence": (int, float), "exit_grace_tokens": (int,), "answer_prefix": (str,),
 }
 
 

@@ -109,8 +109,9 @@ def test_the_probe_is_the_forced_ending_and_the_answer_prefix(fe: ModelFrontend)
     ee = early_exit_for(fe)
     profile = fe.profile
     assert fe.hf.decode(list(ee.suffix_after_line_ids)) == profile.forced_end.lstrip("\n") + profile.answer_prefix
-    assert (ee.every, ee.agree, ee.max_tokens, ee.min_confidence) == (
-        profile.probe_every, profile.probe_agree, profile.probe_max_tokens, profile.probe_min_confidence)
+    assert (ee.every, ee.agree, ee.max_tokens, ee.min_confidence, ee.grace) == (
+        profile.probe_every, profile.probe_agree, profile.probe_max_tokens, profile.probe_min_confidence,
+        profile.exit_grace_tokens)
     assert ee.answer_of(fe.encode("5200.")) == "5200"
     assert ee.answer_of(fe.encode(" 52")) is None, "an answer is read only once it is complete"
     whole = fe.encode(profile.forced_end.lstrip("\n") + profile.answer_prefix + "5200.")

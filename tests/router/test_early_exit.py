@@ -73,9 +73,9 @@ def answer_of(ids: list[int]) -> str | None:
     return str(ids[0]) if ids and ids[0] >= 200 else None
 
 
-def early_exit(every: int = 8, agree: int = 2, min_confidence: float = 0.0) -> EarlyExit:
+def early_exit(every: int = 8, agree: int = 2, min_confidence: float = 0.0, grace: int = 2) -> EarlyExit:
     return EarlyExit(every=every, agree=agree, max_tokens=4, suffix_ids=SUFFIX, suffix_after_line_ids=SUFFIX[1:],
-                     answer_of=answer_of, min_confidence=min_confidence, grace=2, timeout_s=5)
+                     answer_of=answer_of, min_confidence=min_confidence, grace=grace, timeout_s=5)
 
 
 def generation(node: FakeDecode, ee: EarlyExit | None, probes: list[tuple[str, int]]) -> Generation:
@@ -187,6 +187,20 @@ def test_a_probe_with_no_answer_breaks_the_agreement() -> None:
     g = generation(node, early_exit(every=4, agree=2), probes)
     assert run(g) == THOUGHT, "the same answer twice, but never twice in a row"
     assert {o for o, _ in probes} == {"answer", "no_answer"}
+
+
+def test_the_exit_finishes_a_long_line() -> None:
+    """Lines of 20 tokens streamed a token at a time: after agreement the line in progress runs
+    to its end (the exit's own grace), not 2 tokens on into the middle of the result. Probes take
+    30 ms, a few tokens: with a grace of 2 the cut came 8 tokens into a line."""
+    long_lines = [WORD] * 19 + [NL]
+    thought = long_lines * 10 + [END, 90, 91]
+    node = FakeDecode(settles_after(40), chunk=1, thought=thought, probe_delay_s=0.03)
+    g = generation(node, early_exit(every=20, grace=64), [])
+    out = run(g)
+    cut = out.index(FORCED[1])
+    assert g.forced_endings == ["early_exit"] and cut < 200
+    assert out[cut - 1] == NL and out[:cut] == thought[:cut], "cut where a line ends"
 
 
 def test_unsure_answers_do_not_agree() -> None:

@@ -54,6 +54,7 @@ def test_grace_is_the_larger_of_the_floor_and_the_fraction(tmp_path: Path) -> No
     ({"answer_pattern": r"The answer is \d+"}, "needs a group"),
     ({"think_start": ""}, "must not be empty"),
     ({"probe_min_confidence": 1}, "probe_min_confidence"),
+    ({"exit_grace_tokens": -1}, "exit_grace_tokens"),
     ({"probe_min_confidence": -0.1}, "probe_min_confidence"),
     ({"probe_min_confidence": "0.9"}, "probe_min_confidence"),
 ], ids=str)
