@@ -1,6 +1,7 @@
 """long2short on the bundled reasoner: accuracy against tokens for full thinking, budgets,
 no_think and early exit over a grid of (probe every K reasoning tokens, m probes agree), and
-m=2 with DEER's confidence gate (an answer counts only if its every token was >= 0.9 likely).
+m=2 and m=1 with DEER's confidence gate (an answer counts only if its every token was >= 0.9
+likely; m=1 is DEER's own rule: one confident answer ends the thinking).
 
     .venv/bin/python bench/long2short.py            # bundled model, 300 problems, greedy and 0.7; ~70 min on 2 cores
     .venv/bin/python bench/long2short.py --card     # also into the model card (models/tiny-reasoner/)
@@ -45,12 +46,13 @@ SEED = 20261202
 CONFIG = "[engine]\nkv_cache_gib = 2\nmax_model_len = 2048\nmax_num_seqs = 64\n"
 ANSWER = re.compile(r"The answer is (-?\d+)\.")
 GRID_EVERY, GRID_AGREE = (16, 32, 64), (2, 3)
-GATE = 0.9  # probe_min_confidence of the gated rows (DEER's gate), for m=2 at K=16 and 32
+GATE = 0.9  # probe_min_confidence of the gated rows (DEER's gate), for m=2 and m=1 (DEER's own rule) at K=16, 32
 Probe = tuple[int, int, float]  # (probe_every K, probe_agree m, probe_min_confidence)
 
 
 def grid() -> list[Probe]:
-    return [(k, m, 0.0) for m in GRID_AGREE for k in GRID_EVERY] + [(k, 2, GATE) for k in GRID_EVERY[:2]]
+    return ([(k, m, 0.0) for m in GRID_AGREE for k in GRID_EVERY]
+            + [(k, m, GATE) for m in (2, 1) for k in GRID_EVERY[:2]])
 
 
 def settings() -> list[tuple[str, str, dict[str, Any]]]:

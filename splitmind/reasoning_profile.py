@@ -52,7 +52,7 @@ class ReasoningProfile:
     # probes: one every `probe_every` reasoning tokens, of at most `probe_max_tokens` greedy
     # tokens after the forced ending and `answer_prefix`; the last `probe_agree` must agree.
     long2short: str = "off"
-    # 64 and 3: the only setting near full thinking's accuracy on the bundled model (docs/benchmarks.md)
+    # 64 and 3: the stage-1 bundled model's only setting near full thinking's accuracy (docs/benchmarks.md)
     probe_every: int = 64
     probe_agree: int = 3
     probe_max_tokens: int = 16

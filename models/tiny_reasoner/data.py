@@ -279,7 +279,7 @@ def reasoning_profile() -> dict[str, object]:
     comes between the forced ending and the answer (long2short's probes)."""
     return {"forced_end": FORCED_END, "effort_budgets": {"minimal": 16, "low": 64, "medium": 192, "high": None},
             "answer_reserve": 24, "answer_pattern": ANSWER_PATTERN, "answer_prefix": "\n\nThe answer is ",
-            "probe_every": 64, "probe_agree": 3}
+            "probe_every": 32, "probe_agree": 2, "probe_min_confidence": 0.9}
 
 
 def answer_line(p: Problem) -> str:

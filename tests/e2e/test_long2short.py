@@ -37,11 +37,10 @@ def metric(cluster: RunningCluster | Gateway, name: str) -> float:
 
 
 QUESTIONS = problems(20, seed=1414)
-# The bundled profile probes every 64 reasoning tokens and wants 3 agreeing probes: on this
-# model that saves almost nothing (docs/benchmarks.md). A second gateway in front of the same
-# nodes probes every 16 and wants 2, so that the exits happen and are tested.
+# The bundled profile probes every 32 reasoning tokens, wants 2 agreeing probes, each at least
+# 0.9 likely (DEER's gate: probes ask for logprobs). A second gateway in front of the same
+# nodes probes every 16 and wants 2 without the gate: more exits, and agreement alone tested.
 EAGER = {"probe_every": 16, "probe_agree": 2}
-GATED = {**EAGER, "probe_min_confidence": 0.9}  # DEER's gate on top: probes ask for logprobs
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +48,6 @@ def eager(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFac
     gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("long2short") / "gateway.log", {},
                       model=BUNDLED_MODEL, served_model_name="tiny-reasoner", reasoning_profile=EAGER,
                       allow_route_override=True)
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
-
-
-@pytest.fixture(scope="module")
-def gated(reasoner_cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = Gateway(reasoner_cluster, tmp_path_factory.mktemp("long2short-gated") / "gateway.log", {},
-                      model=BUNDLED_MODEL, served_model_name="tiny-reasoner", reasoning_profile=GATED)
     try:
         yield gateway
     finally:
@@ -102,10 +91,13 @@ def test_early_exit_thinks_less_and_answers_on_20_problems(eager: Gateway, full_
     assert exits == sum(TRANSITION in reasoning_of(r.choices[0].message) for r in early) > 0
 
 
-def test_the_confidence_gate_reads_each_probes_logprobs(gated: Gateway, full_thinking: list[Any]) -> None:
+def test_the_confidence_gate_reads_each_probes_logprobs(reasoner_cluster: RunningCluster,
+                                                         full_thinking: list[Any]) -> None:
     """Probes ask the decode node (MTP on) for logprobs; unsure answers (the model's guesses
     before its trace has the result) do not count, and the exits still come, without a wrong one."""
     unsure = 'splitmind_long2short_probes_total{outcome="unsure"}'
+    gated = reasoner_cluster  # the bundled profile's gate
+    assert FE.profile.probe_min_confidence > 0
     unsure_before = metric(gated, unsure)
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:
         early = list(pool.map(lambda p: ask(gated, p.question, temperature=0, long2short="early_exit"), QUESTIONS))
