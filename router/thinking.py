@@ -96,7 +96,11 @@ class ThinkingGuard:
             elif tid in lim.line_start_ids and self.thought > 1:
                 self.line_end_fed, self.line_end_thought, self.line_end_has_newline = (self.fed - 1, self.thought - 1,
                                                                                        False)
-            if self.thought >= self.budget and (self.at_line_start or self.thought >= self.budget + self.grace):
+            # At a line end the cut waits for the next token (the check above): it may be the
+            # model's own `</think>`. Cut at once, the model never got to end on its own, and a
+            # probe-agreed exit that fell on the last line of a finished trace forced the
+            # bundled model into a wrong answer ('sum 71' read back as 'The answer is 711.').
+            if self.thought >= self.budget + self.grace and not self.at_line_start:
                 return self._cut(i + 1)
         return None
 

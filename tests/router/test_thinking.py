@@ -39,6 +39,23 @@ def test_a_budget_that_ends_on_a_line_end_cuts_there() -> None:
     assert cut(ThinkingGuard(limit(3)), [[1, 2, NL, 4]]) == (0, 3)
 
 
+def test_a_line_end_at_the_end_of_a_chunk_waits_for_the_next_token() -> None:
+    """The model may end its thinking itself right there: its `</think>` is not cut."""
+    g = ThinkingGuard(limit(3))
+    assert cut(g, [[1, 2, NL], [END, 7]]) is None
+    assert g.ended and g.thought == 3
+    g = ThinkingGuard(limit(3))
+    assert cut(g, [[1, 2, NL], [5, 6]]) == (1, 0), "any other token is the next line: cut before it"
+    assert g.forced_ids() == list(FORCED_AT_LINE)
+
+
+def test_the_grace_window_spent_on_a_line_end_waits_for_the_next_token() -> None:
+    g = ThinkingGuard(limit(2, grace=2))
+    assert cut(g, [[1, 2, 3, NL], [END]]) is None and g.ended
+    g = ThinkingGuard(limit(2, grace=2))
+    assert cut(g, [[1, 2, 3, NL], [5]]) == (1, 0) and g.thought == 4
+
+
 def test_budget_zero_ends_the_thinking_before_it_starts() -> None:
     g = ThinkingGuard(limit(0))
     assert cut(g, [[7, 8]]) == (0, 0) and g.thought == 0
