@@ -11,8 +11,14 @@ its streams, its prefill stream ends at the next request and its decode stream `
 later; `--deltas` token deltas arrive on open decode streams. Each of those drops its worker's kept
 snapshot, to be rebuilt by the next decision. `--all-stale`: every worker sends a heartbeat between
 two decisions (no snapshot is kept). The prompts are a mixed stream: a third share a 1,024-token
-system prompt, a third are fresh 2,048-token documents, a third short chats. Prints a table (p50,
-p99, max per profile) and writes bench/out/routing.json.
+system prompt, a third are fresh 2,048-token documents, a third short chats.
+
+Each pair of profiles runs twice on the same load: deciding over a sample of each pool
+(`--sample`, `gateway.route_sample`, the default 32) and over every worker (`route_sample = 0`,
+the baseline). How good the decode picks were is measured untimed at every 10th decision: the
+share of the pool's workers with fewer tokens in flight than the one picked (0: the least
+loaded). Prints a table (p50, p99, max, pick rank per profile pair and mode) and writes
+bench/out/routing.json.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from router.client import WorkerClient  # noqa: E402
 from router.orchestrator import Orchestrator  # noqa: E402
 from router.registry import WorkerRegistry  # noqa: E402
-from router.request_stream import RequestStream  # noqa: E402
+from router.request_stream import RequestStream, view_of  # noqa: E402
 from splitmind.config import DECODE_POLICIES, PREFILL_POLICIES, GatewayTuning, WorkerAddress  # noqa: E402
 from splitmind.protocol import (  # noqa: E402
     PROTOCOL_VERSION,
@@ -84,8 +90,17 @@ def prompts(rng: random.Random, count: int) -> list[list[int]]:
     return out
 
 
+def rank(picked: WorkerClient, pool: list[WorkerClient]) -> float:
+    """The share of `pool` with fewer tokens in flight than `picked`, from fresh snapshots (not
+    the kept ones, which the next decision would then find built)."""
+    def tokens(c: WorkerClient) -> int:
+        return view_of(c.worker_id, c.role, len(c.streams), c.load.tokens, c.stats).tokens_in_flight
+    mine = tokens(picked)
+    return sum(tokens(c) < mine for c in pool) / len(pool)
+
+
 async def measure(decode_policy: str, prefill_policy: str, workers: int, requests: int, seed: int, rate: float,
-                  open_requests: int, deltas: int, all_stale: bool) -> dict[str, object]:
+                  open_requests: int, deltas: int, all_stale: bool, sample: int) -> dict[str, object]:
     rng = random.Random(seed)
     registry = fleet(workers, rng)
     clients = list(registry.workers.values())
@@ -94,8 +109,12 @@ async def measure(decode_policy: str, prefill_policy: str, workers: int, request
     def decided(pool: str, reason: str) -> None:
         counts[pool, reason] = counts.get((pool, reason), 0) + 1
 
-    tuning = GatewayTuning(decode_policy=decode_policy, prefill_policy=prefill_policy, min_disagg_prompt_tokens=256)
-    orch = Orchestrator(registry, tuning, on_decision=decided, observe=lambda plugin, s: None)
+    tuning = GatewayTuning(decode_policy=decode_policy, prefill_policy=prefill_policy, min_disagg_prompt_tokens=256,
+                           route_sample=sample)
+    orch = Orchestrator(registry, tuning, on_decision=decided, observe=lambda plugin, s: None,
+                        rng=random.Random(seed + 2))
+    decoders = [c for c in clients if c.role == Role.DECODE]
+    ranks: list[float] = []
     sampling = Sampling(max_tokens=16)
     batch = prompts(rng, requests)
     load = random.Random(seed + 1)  # the load's moves, apart from the prompts
@@ -127,11 +146,13 @@ async def measure(decode_policy: str, prefill_policy: str, workers: int, request
         plan = orch.plan(f"r{i}", p, sampling)
         if i >= 50:
             times.append(time.perf_counter() - t)
+            if i % 10 == 0:
+                ranks.append(rank(plan.samples[0].decode, decoders))
         await between(i, plan.samples[0].decode, plan.samples[0].prefill, p)
     registry.ctx.term()
     times.sort()
     return {"p50_ms": 1e3 * statistics.median(times), "p99_ms": 1e3 * times[int(0.99 * len(times)) - 1],
-            "max_ms": 1e3 * times[-1],
+            "max_ms": 1e3 * times[-1], "pick_rank": statistics.mean(ranks),
             "decisions": {f"{pool}/{reason}": n for (pool, reason), n in sorted(counts.items())}}
 
 
@@ -144,17 +165,23 @@ def main() -> None:
     ap.add_argument("--open", type=int, default=2000, help="requests whose streams are open at once")
     ap.add_argument("--deltas", type=int, default=200, help="token deltas arriving between two decisions")
     ap.add_argument("--all-stale", action="store_true", help="every worker's heartbeat between two decisions")
+    ap.add_argument("--sample", type=int, default=GatewayTuning().route_sample,
+                    help="gateway.route_sample of the sampled runs (the baseline scores every worker)")
     args = ap.parse_args()
     rows = []
     pairs = [(d, p) for d in DECODE_POLICIES for p in PREFILL_POLICIES if d == p or p == "prefix-affinity"]
     print(f"{args.workers} prefill + {args.workers} decode workers, {args.requests} requests per profile pair"
           + (", every snapshot stale" if args.all_stale else ""), flush=True)
-    print(f"{'decode profile':<16} {'prefill profile':<16} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'decode profile':<16} {'prefill profile':<16} {'workers scored':<15} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'max ms':>8} {'pick rank':>9}")
     for decode, prefill in pairs:
-        r = asyncio.run(measure(decode, prefill, args.workers, args.requests, args.seed, args.rate, args.open,
-                                args.deltas, args.all_stale))
-        rows.append({"decode": decode, "prefill": prefill, **r})
-        print(f"{decode:<16} {prefill:<16} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['max_ms']:>8.3f}", flush=True)
+        for sample in (args.sample, 0):
+            r = asyncio.run(measure(decode, prefill, args.workers, args.requests, args.seed, args.rate, args.open,
+                                    args.deltas, args.all_stale, sample))
+            rows.append({"decode": decode, "prefill": prefill, "route_sample": sample, **r})
+            scored = f"sample of {sample}" if sample else "all"
+            print(f"{decode:<16} {prefill:<16} {scored:<15} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['max_ms']:>8.3f}"
+                  f" {r['pick_rank']:>9.3f}", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "routing.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     print(f"wrote {OUT / 'routing.json'}")

@@ -10,6 +10,7 @@ healthy workers, and is reported through `on_decision(pool, reason)`:
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 import msgspec
@@ -23,6 +24,7 @@ from router.policies.pd_decider import PrefillCostDecider
 from router.policies.prefix_index import PrefixIndex
 from router.policies.profile import Observe, Profile
 from router.policies.profiles import decode_profile, prefill_profile
+from router.policies.sample import CandidateSample
 from router.registry import WorkerRegistry
 from router.thinking import ThinkingLimit
 from splitmind.config import GatewayTuning
@@ -41,8 +43,10 @@ def sample_sampling(sampling: Sampling, index: int) -> Sampling:
 class Orchestrator:
     def __init__(self, registry: WorkerRegistry, tuning: GatewayTuning,
                  on_fallback: Callable[[str], None] | None = None, on_decision: OnDecision | None = None,
-                 observe: Observe | None = None, on_probe: ProbeOutcome | None = None) -> None:
+                 observe: Observe | None = None, on_probe: ProbeOutcome | None = None,
+                 rng: random.Random | None = None) -> None:
         self.registry = registry
+        self.sample = CandidateSample(tuning.route_sample, rng)
         self.on_probe = on_probe
         self.tuning = tuning
         self.on_fallback = on_fallback
@@ -78,6 +82,27 @@ class Orchestrator:
         wid = decision.worker.worker_id
         return next(c for c in clients if c.worker_id == wid)
 
+    def _candidates(self, profile: Profile, req: RouteRequest, clients: list[WorkerClient],
+                    role: Role) -> list[WorkerClient]:
+        """The workers a first pick looks at: a sample of a large pool (`router/policies/sample.py`)."""
+        def in_pool(worker_id: str) -> WorkerClient | None:
+            c = self.registry.workers.get(worker_id)
+            return c if c is not None and c.role == role and c.in_rotation else None
+        return self.sample.candidates(profile, req, clients, in_pool)
+
+    def _pick_sampled(self, profile: Profile, pool: str, req: RouteRequest, clients: list[WorkerClient],
+                      sampled: list[WorkerClient], views: list[WorkerView]) -> WorkerClient | None:
+        """A pick over the sample; over the whole pool when the sample's workers were all
+        filtered out (full), so that a 429 means every worker is full, not every sampled one."""
+        if sampled is clients:
+            return self._pick(profile, pool, req, clients, views)
+        decision = profile.pick(req, views)
+        if decision.worker is None:
+            return self._pick(profile, pool, req, clients)
+        self._decided(pool, decision.reason)
+        wid = decision.worker.worker_id
+        return next(c for c in sampled if c.worker_id == wid)
+
     def plan(self, request_id: str, prompt_token_ids: list[int], sampling: Sampling,
              route_override: str | None = None, n: int = 1, thinking: ThinkingLimit | None = None,
              early_exit: EarlyExit | None = None) -> Plan:
@@ -86,13 +111,18 @@ class Orchestrator:
         if not healthy:
             self._decided("decode", "no_worker")
             raise NoWorkerError("no healthy decode worker")
-        decode = self._pick(self.decode_profile, "decode", req, healthy)
+        sampled = self._candidates(self.decode_profile, req, healthy, Role.DECODE)
+        decode = self._pick_sampled(self.decode_profile, "decode", req, healthy, sampled,
+                                    [c.view() for c in sampled])
         if decode is None:
             limit = self.tuning.max_streams_per_decode
             raise OverloadedError(f"every decode worker is full ({limit} open requests each); try again shortly")
         prefill = None
-        prefills = self.registry.healthy(Role.PREFILL)
-        prefill_views = [w.view() for w in prefills]  # one snapshot for the decider and the profile
+        all_prefills = self.registry.healthy(Role.PREFILL)
+        # One snapshot for the decider and the profile; of the sample in a large pool, so the
+        # decider's "every prefill node is busy" is then "every sampled one".
+        prefills = self._candidates(self.prefill_profile, req, all_prefills, Role.PREFILL)
+        prefill_views = [w.view() for w in prefills]
         if route_override == ROUTE_COLOCATED:
             want, reason = False, "override"
         elif route_override == ROUTE_DISAGGREGATED:
@@ -102,7 +132,7 @@ class Orchestrator:
         # After the decision, which must see the decode node's cache as it was before this request.
         self.indexes[Role.DECODE].record(req, decode.worker_id)
         if want:
-            prefill = self._pick(self.prefill_profile, "prefill", req, prefills, prefill_views)
+            prefill = self._pick_sampled(self.prefill_profile, "prefill", req, all_prefills, prefills, prefill_views)
             if prefill is None:
                 if route_override == ROUTE_DISAGGREGATED:
                     raise NoWorkerError("no healthy prefill worker")

@@ -148,6 +148,9 @@ class GatewayTuning:
     prefill_policy: str = "prefix-affinity"
     prefix_load_bound: float = 1.25  # a prefix's node may carry this x the pool's mean tokens in flight
     max_prefill_queue_tokens: int = 0  # prefill locally when every prefill node has more queued; 0: never
+    # A pool larger than this is decided over a random this many of its workers, plus the nodes
+    # that hold the prompt's prefix (power of d choices, router/orchestrator.py); 0: every worker.
+    route_sample: int = 32
     resolve_interval_s: float = 5.0  # how often DNS-discovered workers are looked up again
     # Circuit breakers (router/breaker.py): a worker failing this many requests in a row is taken
     # out for `breaker_cooldown_s` (doubling while its probes fail); 0: never.
@@ -177,6 +180,8 @@ class GatewayTuning:
                              f"not {self.prefill_policy!r}")
         if not 1.0 <= self.prefix_load_bound <= 100.0:
             raise ValueError(f"gateway.prefix_load_bound must be between 1 and 100, not {self.prefix_load_bound}")
+        if self.route_sample < 0 or (0 < self.route_sample < 2):
+            raise ValueError(f"gateway.route_sample must be 0 (every worker) or at least 2, not {self.route_sample}")
         if self.max_prefill_queue_tokens < 0:
             raise ValueError("gateway.max_prefill_queue_tokens must be >= 0")
         if self.reasoning not in ("visible", "hidden"):

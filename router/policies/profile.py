@@ -11,17 +11,24 @@ The reason a profile gives for its pick labels `splitmind_router_decisions_total
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from router.policies.base import Decision, Filter, Picker, Recorder, RouteRequest, WeightedScorer, WorkerView
 
 Observe = Callable[[str, float], None]  # (plugin name, seconds)
+# The workers a decision must consider however few it samples, with how much they are worth
+# (the prefix index's matched blocks): a prefix-affinity profile's holders of the prompt's prefix.
+Keeps = Callable[[RouteRequest], Mapping[str, int]]
 
 
 class Profile:
     def __init__(self, name: str, *, filters: Sequence[Filter] = (), scorers: Sequence[WeightedScorer] = (),
-                 picker: Picker, recorders: Sequence[Recorder] = (), observe: Observe | None = None) -> None:
+                 picker: Picker, recorders: Sequence[Recorder] = (), observe: Observe | None = None,
+                 keeps: Keeps | None = None) -> None:
         self.name = name
+        self.keeps = keeps
+        # A picker that ignores scores (round-robin) walks the whole pool in turn: not sampled.
+        self.samples = picker.uses_scores
         self.filters = list(filters)
         self.scorers = list(scorers)
         self.picker = picker

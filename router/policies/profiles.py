@@ -46,7 +46,7 @@ def prefill_profile(name: str, index: PrefixIndex, load_bound: float, observe: O
                     rng: random.Random | None = None) -> Profile:
     if name == "prefix-affinity":
         affinity = PrefixAffinityScorer(index, load_bound)
-        return Profile(name, picker=MaxScorePicker(rng), observe=observe, recorders=[affinity],
+        return Profile(name, picker=MaxScorePicker(rng), observe=observe, recorders=[affinity], keeps=index.matched,
                        scorers=[WeightedScorer(affinity, 2.0), WeightedScorer(LeastTokensScorer())])
     if name == "least-tokens":
         return Profile(name, picker=MaxScorePicker(rng), observe=observe, scorers=[WeightedScorer(LeastTokensScorer())])

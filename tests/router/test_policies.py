@@ -103,7 +103,10 @@ def test_prefix_index_matches_leading_blocks_only_and_stays_bounded() -> None:
         index.record(req([i] * 32), "w2")
     assert len(index.blocks) == 8
     index.forget("w2")
-    assert all("w2" not in holders for holders in index.blocks.values())
+    assert len(index.blocks) == 0, "w2's blocks went to no one else"
+    index.record(a, "w3")
+    assert index.matched_blocks(a, ["w3", "w2"]) == {"w3": 3, "w2": 0}, "w3 took w2's freed bit, not its blocks"
+    assert all(index.holders(h) == {"w3"} for h in index.blocks)
 
 
 def test_prefix_index_names_every_worker_a_prefix_went_to_and_none_forgotten() -> None:
@@ -205,3 +208,40 @@ def test_a_workers_view_merges_its_own_streams_with_the_heartbeat() -> None:
     assert view_of("d0", Role.DECODE, 2, load.tokens, None) == WorkerView("d0", Role.DECODE, 2, 0, 123)
     stats = NodeStats("d0", Role.DECODE, 1, 1, num_running=3, num_waiting=2, tokens_in_flight=50, kv_usage=0.5)
     assert view_of("d0", Role.DECODE, 2, load.tokens, stats) == WorkerView("d0", Role.DECODE, 5, 2, 123, 0.5)
+
+
+def test_prefix_index_agrees_with_sets_of_workers_under_churn() -> None:
+    """The bitmask index against the plain model it replaced (a set of workers per block), over
+    random prompts, 150 workers (bits past 64 and 128) coming and going, and a small capacity."""
+    import random
+    from collections import OrderedDict
+    rng = random.Random(11)
+    index, model = PrefixIndex(capacity=300), OrderedDict[int, set[str]]()
+    prefixes = [[rng.randrange(100) for _ in range(64)] for _ in range(6)]
+    for step in range(3000):
+        prompt = req(rng.choice(prefixes)[:rng.choice([16, 32, 48, 64])] + [rng.randrange(9) for _ in range(16)])
+        wid = f"w{rng.randrange(150)}"
+        if rng.random() < 0.03:
+            index.forget(wid)
+            for h in list(model):
+                model[h].discard(wid)
+                if not model[h]:
+                    del model[h]  # as the index drops an entry no worker holds
+            continue
+        index.record(prompt, wid)
+        for h in prompt.block_hashes:
+            model.setdefault(h, set()).add(wid)
+            model.move_to_end(h)
+        while len(model) > 300:
+            model.popitem(last=False)
+        if step % 50 == 0:
+            probe = req(rng.choice(prefixes) + [1] * 16)
+            expected: dict[str, int] = {}
+            for w in {w for hs in model.values() for w in hs}:
+                n = 0
+                while n < len(probe.block_hashes) and w in model.get(probe.block_hashes[n], ()):
+                    n += 1
+                if n:
+                    expected[w] = n
+            assert index.matched(probe) == expected
+            assert all(index.holders(h) == model[h] for h in model) and len(index.blocks) == len(model)
