@@ -30,11 +30,11 @@ from kv_transfer.seeded import remote_tokens_to_take
 # Under "vllm.": this runs in vLLM's worker process, where only vLLM's loggers have a handler.
 logger = logging.getLogger("vllm.splitmind." + __name__)
 
-PROGRESS_THREAD_DELAY_US = 10_000
+PROGRESS_THREAD_DELAY_US = 50_000
 
 
 def _calm_progress_thread() -> None:
-    """Give NIXL's UCX progress thread a fallback wake-up of 10 ms (nixl's Python API hardcodes 0).
+    """Give NIXL's UCX progress thread a fallback wake-up of 50 ms (nixl's Python API hardcodes 0).
 
     The thread sleeps in `poll()` on its UCX workers' event fds and is woken by every transfer
     event; the delay is only that poll's timeout, a periodic wake-up NIXL keeps against a UCX bug
@@ -44,9 +44,11 @@ def _calm_progress_thread() -> None:
     frontends starved (heartbeats lost for seconds, KV pulls delayed until the lease ran out).
     Without the thread, pulls hang: an idle prefill engine never calls into its agent, so nothing
     answers the decode's connection. The pause was 200 us (1 ms after rounding): 1,000 wake-ups a
-    second, 3% of a core per idle engine. At 10 ms an idle engine's thread costs 0.3%, and the
+    second, 3% of a core per idle engine. At 10 ms an idle engine's thread cost 0.3%, and the
     transfer time did not move: bench/pd_latency.py measured a mean KV transfer of 1.4-5.2 ms over
     runs at 200 us, 10 ms and 50 ms, with no trend across them (docs/benchmarks.md, "Idle CPU").
+    50 ms (2026-12-03) took the two idle workers' threads other than Gloo's from 1.23% to 0.83%
+    of a core; the wake-up only bounds what an unsignalled fd, which UCX rarely leaves, can cost.
     """
     import importlib
 

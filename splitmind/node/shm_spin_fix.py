@@ -16,8 +16,11 @@ lost (vLLM says so: it re-reads the ring every 5 s, `SHM_READER_RECHECK_INTERVAL
 recovery"), and with a short window a reader sleeps at every step instead of after a second of
 idleness: the first suite run with a 2 ms window had one stream stall for 5.015 s. So a reader's
 sleep is also capped: a quarter of the time since its last read, between 1 and `MAX_SLEEP_MS`. A
-lost notification then costs a few milliseconds (a quarter of the step so far), and an idle
-reader wakes 16 times a second to look, for nothing measurable. (An earlier attempt here with a
+lost notification then costs a few milliseconds (a quarter of the step so far; at most 256 ms
+after a long idle spell), and an idle reader wakes 4 times a second to look. The cap was 64 ms:
+an idle worker's main thread then took 0.27-0.30% of a core for its 16 looks a second, the most
+of anything in an idle worker but Gloo's loop (bench/idle_cpu.py; issue #16 wants the whole
+cluster under 2%). (An earlier attempt here with a
 window of 0 and no cap, on an older vLLM without the re-check, hung the engine.)
 """
 
@@ -34,7 +37,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SPIN_S = float(os.environ.get("SPLITMIND_SHM_SPIN_S", "0.002"))
-MAX_SLEEP_MS = 64
+MAX_SLEEP_MS = 256
 
 # What `apply()` decided in this process: "fixed", "not_needed", "upstream_changed" or "not_loaded".
 status = "not_loaded"

@@ -62,6 +62,6 @@ def test_a_reader_spins_for_the_window_and_then_sleeps() -> None:
     window_before, waits_before, window_after, waits_after, lost_s = map(float, numbers)
     assert status == "fixed"
     assert window_before == 1 and waits_before > 1000, numbers  # vLLM's own: it spins
-    # 2 ms of spinning, then sleeps of at most 64 ms
+    # 2 ms of spinning, then sleeps of at most a quarter of the time since the last read
     assert window_after == shm_spin_fix.SPIN_S and waits_after < waits_before / 20, numbers
     assert lost_s < 0.5, numbers  # a lost notification costs at most MAX_SLEEP_MS, not vLLM's 5 s
