@@ -30,7 +30,7 @@ ENGINE_GRACE_S = 5.0
 FIXES = (
     (cpu_expand_fix.apply, "the CPU expand fix (vLLM issue 55005); sampling with speculative decoding may be wrong"),
     (cpu_seed_fix.apply, "the CPU seed fix; a seeded request in a chunked step may kill the engine"),
-    (gloo_idle_fix.apply, "the one-Gloo-device fix; an idle worker keeps a dozen event-loop threads waking"),
+    (gloo_idle_fix.apply, "the no-Gloo-for-one-rank fix; an idle worker keeps a dozen event-loop threads waking"),
     (shm_spin_fix.apply, "the short shared-memory spin; the engine core spins on its worker's core after each step"),
 )
 
