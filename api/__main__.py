@@ -3,6 +3,7 @@ becomes it (exec) once it has read and checked the config file: operators never 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -28,6 +29,12 @@ def main() -> None:
     # `should_exit`, get `drain_s` to finish (api/sse.py), then are cut; the margin covers the
     # last sends.
     app = create_app(config, keys)
+    # Everything built so far (imports, the tokenizer, the app) lives as long as the process:
+    # frozen, the garbage collector's full collections skip it (vLLM's own server does the same,
+    # `vllm.utils.gc_utils.freeze_gc_heap`). bench/gateway_throughput.py, staggered streams at
+    # 2,560 tokens/s: p99 added delay 4.8 and 3.7 ms before, 1.9, 2.2 and 3.4 ms frozen (noisy).
+    gc.collect()
+    gc.freeze()
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            timeout_graceful_shutdown=int(config.tuning.drain_s) + 5,
                                            timeout_keep_alive=75))
