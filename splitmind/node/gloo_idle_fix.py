@@ -54,9 +54,26 @@ def _one_rank_group_class() -> Any:
         def __init__(self, rank: int, size: int) -> None:
             super().__init__(rank, size)
             self.options = types.SimpleNamespace()  # torch sets the group's name and ranks here
+            self._name = self._desc = ""
 
         def getBackendName(self) -> str:  # torch's name
             return "gloo"
+
+        # torch keeps a group's name in its backend, and this group has none: kept here, or
+        # `destroy_process_group` (vLLM's worker shutdown) fails with "ProcessGroup name not set"
+        def _set_group_name(self, name: str) -> None:
+            self._name = name
+
+        @property
+        def group_name(self) -> str:
+            return self._name
+
+        def _set_group_desc(self, desc: str) -> None:
+            self._desc = desc
+
+        @property
+        def group_desc(self) -> str:
+            return self._desc
 
         def _set_sequence_number_for_group(self) -> None:
             pass

@@ -31,6 +31,10 @@ for g in [None, *groups]:
     assert dist.get_backend(g) == "gloo" and dist.get_world_size(g) == 1
     dist.barrier(group=g)
 names = [open(f"/proc/self/task/{{x}}/comm").read().strip() for x in os.listdir("/proc/self/task")]
+for g in groups:  # as vLLM's worker shuts down (it once failed here: "ProcessGroup name not set")
+    assert g.group_name
+    dist.destroy_process_group(g)
+dist.destroy_process_group()
 print(int(t.sum().item()), names.count("gloo_tcp_loop"))
 """
 
