@@ -60,8 +60,9 @@ class PacedEngine:
     """The parts of AsyncLLM a node uses: `generate` emits max_tokens tokens, one every
     `seed` microseconds, each one of `token_ids` (single characters, so the client can count)."""
 
-    def __init__(self, token_ids: list[int]) -> None:
+    def __init__(self, token_ids: list[int], emit_log: str | None = None) -> None:
         self.token_ids = token_ids
+        self.emit_log = emit_log
         self.vllm_config = SimpleNamespace(model_config=SimpleNamespace(max_model_len=8192), speculative_config=None)
         self.errored = False
 
@@ -70,15 +71,28 @@ class PacedEngine:
         interval = (params.seed or 10_000) / 1e6
         n = params.max_tokens
         t0 = loop.time()
-        for i in range(n):
-            delay = t0 + (i + 1) * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            last = i == n - 1
-            yield SimpleNamespace(
-                outputs=[SimpleNamespace(token_ids=[self.token_ids[i % len(self.token_ids)]],
-                                         finish_reason="length" if last else None, logprobs=None)],
-                finished=last, kv_transfer_params=None, num_cached_tokens=0)
+        emitted: list[float] = []
+        try:
+            for i in range(n):
+                delay = t0 + (i + 1) * interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                last = i == n - 1
+                emitted.append(time.monotonic())
+                yield SimpleNamespace(
+                    outputs=[SimpleNamespace(token_ids=[self.token_ids[i % len(self.token_ids)]],
+                                             finish_reason="length" if last else None, logprobs=None)],
+                    finished=last, kv_transfer_params=None, num_cached_tokens=0)
+        finally:  # also when the gateway has what it asked for and aborts the rest
+            if self.emit_log:
+                log_emitted(self.emit_log, prompt["prompt_token_ids"][-1], emitted)
+
+
+def log_emitted(path: str, key: int, emitted: list[float]) -> None:
+    """One line per stream, keyed by its prompt's last token (see run_row). A blocking append of
+    a few kB to a temporary file, once per stream, at its end."""
+    with open(path, "a") as f:
+        f.write(json.dumps([key, emitted]) + "\n")
 
 
 class Handler:
@@ -88,12 +102,17 @@ class Handler:
         return req.sampling
 
 
-def fake_node(spec_json: str, token_ids: list[int]) -> None:
+def fake_node(spec_json: str, token_ids: list[int], emit_log: str | None) -> None:
+    # The node imports vllm.inputs at its first request (a real node has vLLM loaded by then): seconds
+    # on a cold host with the event loop, and so the heartbeats, stopped, and the gateway would call
+    # the fake node dead during the warm-up
+    import vllm.inputs  # noqa: F401
+
     from splitmind.node.counters import EngineCounters
     from splitmind.node.runtime import NodeServer
 
     spec = msgspec.json.decode(spec_json, type=NodeSpec)
-    server = NodeServer(spec, PacedEngine(token_ids), Handler(), EngineCounters())  # type: ignore[arg-type]
+    server = NodeServer(spec, PacedEngine(token_ids, emit_log), Handler(), EngineCounters())  # type: ignore[arg-type]
     asyncio.run(server.serve())
 
 
@@ -162,19 +181,32 @@ def cpu_s(pid: int) -> float:
     return t.user + t.system
 
 
+def path_delays(stamps: list[float], chars: list[int], emitted: list[float]) -> list[float]:
+    """Each chunk's arrival less the moment the fake engine handed over the chunk's last token:
+    the node server's send, the gateway and the client's read, without the fake engine's own
+    lateness against its schedule (which `added_delays` includes)."""
+    out, tokens = [], 0
+    for t, n in zip(stamps, chars, strict=True):
+        tokens += n
+        out.append(t - emitted[min(tokens, len(emitted)) - 1])
+    return out
+
+
 async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_s: float,
-                  gateway: int, node: int, stagger: bool = False) -> dict[str, float]:
+                  gateway: int, node: int, emit_log: Path, stagger: bool = False) -> dict[str, float]:
     """`stagger`: stream k starts k / streams of an interval after the first, so the streams'
     tokens are spread over each interval as independent clients' would be, instead of all
     streams' i-th tokens falling due in the same instant (a burst of `streams` tokens)."""
-    body = json.dumps({"model": "m", "prompt": [1, 2, 3], "max_tokens": tokens, "stream": True,
-                       "temperature": 0, "seed": int(interval_s * 1e6), "ignore_eos": True}).encode()
+    def body(k: int) -> bytes:  # the prompt's last token keys the stream in the fake node's emit log
+        return json.dumps({"model": "m", "prompt": [1, 2, 3, 4 + k], "max_tokens": tokens, "stream": True,
+                           "temperature": 0, "seed": int(interval_s * 1e6), "ignore_eos": True}).encode()
 
     async def started(k: int) -> tuple[list[float], list[int]]:
         if stagger:
             await asyncio.sleep(k * interval_s / streams)
-        return await one_stream(port, body, slow_s)
+        return await one_stream(port, body(k), slow_s)
 
+    emit_log.write_text("")  # noqa: ASYNC240 -- before the streams start, not in what is measured
     g0, n0, t0 = cpu_s(gateway), cpu_s(node), time.monotonic()
     results = await asyncio.gather(*(started(k) for k in range(streams)))
     wall = time.monotonic() - t0
@@ -182,14 +214,24 @@ async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_
     got = sum(sum(c) for _, c in results)
     chunks = sum(len(c) for _, c in results)
     delays = sorted(d for s, c in results for d in added_delays(s, c, interval_s))
+    for _ in range(100):  # a stream's line is written when the node's request ends, just after the client's
+        lines = emit_log.read_text().splitlines()  # noqa: ASYNC240 -- after the streams ended
+        if len(lines) >= streams:
+            break
+        await asyncio.sleep(0.05)
+    emitted = {key - 4: times for key, times in map(json.loads, lines)}
+    if len(emitted) != streams:
+        raise RuntimeError(f"the fake node logged {len(emitted)} of {streams} streams")
+    path = sorted(d for k, (s, c) in enumerate(results) for d in path_delays(s, c, emitted[k]))
 
-    def pct(q: float) -> float:
-        return 1e3 * delays[min(len(delays) - 1, int(q * len(delays)))] if delays else float("nan")
+    def pct(values: list[float], q: float) -> float:
+        return 1e3 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
     return {"streams": streams, "interval_ms": interval_s * 1e3, "offered": streams / interval_s,
             "delivered": got / wall, "complete": got / (streams * tokens), "gw_cpu": (g1 - g0) / wall,
             "gw_us_per_token": 1e6 * (g1 - g0) / max(got, 1), "node_us_per_token": 1e6 * (n1 - n0) / max(got, 1),
-            "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+            "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(delays, 0.5), "p99_ms": pct(delays, 0.99),
+            "path_p50_ms": pct(path, 0.5), "path_p99_ms": pct(path, 0.99)}
 
 
 def single_char_tokens() -> list[int]:
@@ -215,9 +257,10 @@ def main() -> None:
     ap.add_argument("--slow-streams", type=int, default=32)
     ap.add_argument("--fake-node", help=argparse.SUPPRESS)
     ap.add_argument("--token-ids", help=argparse.SUPPRESS)
+    ap.add_argument("--emit-log", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.fake_node:
-        fake_node(args.fake_node, json.loads(args.token_ids))
+        fake_node(args.fake_node, json.loads(args.token_ids), args.emit_log)
         return
     ids = single_char_tokens()
     rpc, stats, port = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -228,9 +271,10 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CORE})
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         logs = [open(Path(tmp) / name, "wb") for name in ("node.log", "gateway.log")]
+        emit_log = Path(tmp) / "emitted.jsonl"
         node = subprocess.Popen([PYTHON, __file__, "--fake-node", msgspec.json.encode(spec).decode(),
-                                 "--token-ids", json.dumps(ids)], stdout=logs[0], stderr=subprocess.STDOUT,
-                                cwd=ROOT, preexec_fn=pinned(LOAD_CORE))
+                                 "--token-ids", json.dumps(ids), "--emit-log", str(emit_log)],
+                                stdout=logs[0], stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=pinned(LOAD_CORE))
         gateway = subprocess.Popen([PYTHON, "-m", "api", "--config", msgspec.json.encode(gw).decode()],
                                    stdout=logs[1], stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=pinned(GATEWAY_CORE))
         try:
@@ -248,23 +292,26 @@ def main() -> None:
                 time.sleep(0.5)
             print(f"[gateway_throughput] gateway on core {GATEWAY_CORE}; fake node and load on core {LOAD_CORE}",
                   flush=True)
-            warm = asyncio.run(run_row(port, 8, 20, 0.01, 0.0, gateway.pid, node.pid))
+            warm = asyncio.run(run_row(port, 8, 20, 0.01, 0.0, gateway.pid, node.pid, emit_log))
             if warm["complete"] < 1:
                 raise RuntimeError(f"the warm-up streams came back incomplete: {warm}")
             rows = []
             for ms in (float(x) for x in args.intervals_ms.split(",")):
-                row = asyncio.run(run_row(port, args.streams, args.tokens, ms / 1e3, 0.0, gateway.pid, node.pid))
+                row = asyncio.run(run_row(port, args.streams, args.tokens, ms / 1e3, 0.0, gateway.pid, node.pid,
+                                          emit_log))
                 rows.append(("steady", row))
                 print(f"[gateway_throughput] {args.streams} streams every {ms:g} ms: "
                       f"{row['delivered']:.0f} tokens/s", flush=True)
             for ms in (float(x) for x in args.staggered_ms.split(",") if x):
                 row = asyncio.run(run_row(port, args.streams, args.tokens, ms / 1e3, 0.0, gateway.pid, node.pid,
-                                          stagger=True))
+                                          emit_log, stagger=True))
                 rows.append(("staggered starts", row))
                 print(f"[gateway_throughput] {args.streams} staggered streams every {ms:g} ms: "
-                      f"{row['delivered']:.0f} tokens/s, p99 added delay {row['p99_ms']:.2f} ms", flush=True)
+                      f"{row['delivered']:.0f} tokens/s, p99 added delay {row['p99_ms']:.2f} ms "
+                      f"({row['path_p99_ms']:.2f} from the node's send)", flush=True)
             if args.slow_streams:
-                slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid))
+                slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid,
+                                           emit_log))
                 rows.append(("slow readers (read every 50 ms)", slow))
         finally:
             for p in (gateway, node):
@@ -276,12 +323,14 @@ def main() -> None:
                     p.kill()
     print()
     print("| load | streams | interval ms | offered tok/s | delivered tok/s | complete | gateway CPU (cores) "
-          "| gateway µs CPU/token | fake node µs CPU/token | chunks/token | added delay p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| gateway µs CPU/token | fake node µs CPU/token | chunks/token | added delay p50 ms | p99 ms "
+          "| from the node's send p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['streams']:.0f} | {r['interval_ms']:g} | {r['offered']:.0f} | {r['delivered']:.0f} "
               f"| {r['complete']:.0%} | {r['gw_cpu']:.2f} | {r['gw_us_per_token']:.1f} | {r['node_us_per_token']:.1f} "
-              f"| {r['chunks_per_token']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+              f"| {r['chunks_per_token']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+              f"| {r['path_p50_ms']:.2f} | {r['path_p99_ms']:.2f} |")
     unmerged = [r["gw_us_per_token"] for _, r in rows if r["chunks_per_token"] >= 0.97]
     most = max((r for _, r in rows), key=lambda r: r["delivered"])
     if unmerged:
