@@ -5,8 +5,8 @@
     .venv/bin/python bench/load_study.py --client vllm-bench --rates inf --max-concurrency 8   # the issue's run
 
 guidellm (PyPI, unmodified; installed on first use into bench/out/guidellm-venv, bench/tool_venv.py)
-sends synthetic prompts of `--prompt-tokens` and asks `--output-tokens` back (streamed, EOS
-ignored) at each constant rate for `--seconds`, against, in one run on one random checkpoint:
+sends prompts of `--prompt-tokens` and asks `--output-tokens` back (streamed, EOS ignored) at each
+constant rate for `--seconds`, against, in one run on one random checkpoint (`--systems` picks one):
 - one vLLM OpenAI server, compute threads on core 0 (the issue's "bare engine", #16);
 - `splitmind up` PD: gateway -> prefill node (core 0) -> NIXL -> decode node (core 1).
 With `--client vllm-bench`, vLLM's own `vllm bench serve` (bench/vllm_bench_serve.py, random
@@ -16,7 +16,13 @@ first, and splitmind streams that as reasoning, which guidellm does not count as
 (vLLM's server, without a reasoning parser, sends it as content). For each rate: requests
 completed / failed, output tokens/s, TTFT and ITL percentiles, as the client measured them.
 Prints the table, writes bench/out/load_study-<client>.{json,png}. The failed column checks that
-an unmodified client gets every answer from splitmind.
+an unmodified client gets every answer from splitmind. Then splitmind's first token by phase, from
+the gateway's histograms: where its TTFT went.
+
+guidellm's prompts come from a file this script writes (random words cut to the exact token
+count), not from guidellm's synthetic generator: that runs in a data-loader process which took
+40-100% of a core for the whole run, floating over the cores the engines compute on. It was
+where splitmind's TTFT tail under guidellm came from (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import bench_model  # noqa: E402
+from bench.metrics import histograms, quantile  # noqa: E402
 from bench.tool_venv import ToolUnavailable, ensure_tool  # noqa: E402
 from bench.vllm_servers import vllm_openai_server  # noqa: E402
 from tests.e2e.cluster import RunningCluster  # noqa: E402
@@ -53,7 +60,7 @@ def guidellm(exe: Path, url: str, model: Path, args: argparse.Namespace, out: Pa
            "--profile", f"kind=constant,rate={rates[0]}", "--override", "profile.rate", args.rates,
            "--constraint", f"kind=max_duration,seconds={args.seconds}",
            "--tokenizer", f"kind=huggingface_auto,model={model}",
-           "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.output_tokens}",
+           "--data", f"kind=json_file,path={prompts_file(model, args, out.with_suffix('.prompts.jsonl'))}",
            "--output", f"kind=json,path={out}", "--disable-console-interactive"]
     # guidellm's default of 10 worker processes (and its busy main loop) took most of a core at
     # 2 requests/s here, from the cores the systems under test run on; one worker keeps up.
@@ -63,6 +70,28 @@ def guidellm(exe: Path, url: str, model: Path, args: argparse.Namespace, out: Pa
     if proc.returncode != 0 or not out.exists():
         sys.exit(f"guidellm failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return [guidellm_row(b) for b in json.loads(out.read_text())["benchmarks"]]
+
+
+def prompts_file(model: Path, args: argparse.Namespace, path: Path) -> Path:
+    """The prompts, made here, not by guidellm: random words cut to exactly `--prompt-tokens` of
+    the model's tokenizer, one row per request the run can send, with the output length to ask
+    for. guidellm's own synthetic data worker builds prompts in a process that took 40-100% of a
+    core for the whole run on this host, from the cores the systems under test compute on."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    rng = random.Random(0)
+    rows = int(1.5 * args.seconds * sum(float(r) for r in args.rates.split(","))) + 16
+    with path.open("w") as f:
+        for _ in range(rows):
+            words = " ".join("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))
+                             for _ in range(args.prompt_tokens))
+            text = tok.decode(tok(words)["input_ids"][:args.prompt_tokens])
+            f.write(json.dumps({"prompt": text, "prompt_tokens_count": args.prompt_tokens,
+                                "output_tokens_count": args.output_tokens}) + "\n")
+    return path
 
 
 def guidellm_row(bench: dict[str, Any]) -> Row:
@@ -122,6 +151,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--client-workers", type=int, default=1, help="guidellm's worker processes")
+    ap.add_argument("--systems", choices=("both", "splitmind", "vllm"), default="both")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     work = OUT / "load_study_run"
@@ -136,16 +166,41 @@ def main() -> None:
     systems = {"vLLM server (1 core)": lambda: vllm_openai_server(
                    model, core=0, max_model_len=max_model_len, log=work / "vllm-server.log"),
                "splitmind PD (2 cores)": lambda: splitmind_pd(model, work / "splitmind", max_model_len)}
+    if args.systems != "both":
+        systems = {k: v for k, v in systems.items() if k.startswith(args.systems)}
     results: dict[str, list[Row]] = {}
+    breakdown: list[str] = []
     for name, start in systems.items():
         print(f"[bench] {name}: starting, then {args.client} at {args.rates} req/s", flush=True)
         with start() as url:
             out = work / f"{args.client}-{name.split(' (')[0].replace(' ', '_')}.json"
             results[name] = (vllm_bench(url, model, args, out) if args.client == "vllm-bench"
                              else guidellm(exe, url, model, args, out))
+            if name.startswith("splitmind"):
+                breakdown = ttft_breakdown(url)
     (OUT / f"load_study-{args.client}.json").write_text(json.dumps(results, indent=2))
     report(results, args)
+    if breakdown:
+        print("\nsplitmind's first token, by phase, over every rate of the run (the gateway's histograms; "
+              "p50 and p99 interpolated within buckets)\n")
+        print("\n".join(breakdown))
     plot(results, args.client)
+
+
+TTFT_HISTOGRAMS = ("splitmind_ttft_seconds", "splitmind_tokenize_seconds", "splitmind_prefill_seconds",
+                   "splitmind_decode_first_token_seconds", "splitmind_ttft_phase_seconds")
+
+
+def ttft_breakdown(url: str) -> list[str]:
+    """Where splitmind's first tokens spent their time: the gateway's own phases (prefill: request
+    sent -> first token back; decode first token: includes the KV pull) and the engines' (queue,
+    prefill, kv_transfer, first_decode_step), as a table's lines."""
+    lines = [f"{'histogram':>52} | {'count':>7} | {'mean ms':>8} | {'p50 ms':>8} | {'p99 ms':>8}"]
+    for key, (buckets, total, count) in sorted(histograms(url, TTFT_HISTOGRAMS).items()):
+        if count:
+            lines.append(f"{key:>52} | {count:>7.0f} | {1e3 * total / count:>8.1f} "
+                         f"| {1e3 * quantile(buckets, 0.5):>8.1f} | {1e3 * quantile(buckets, 0.99):>8.1f}")
+    return lines
 
 
 def report(results: dict[str, list[Row]], args: argparse.Namespace) -> None:

@@ -27,3 +27,42 @@ def spec_delta(url: str, before: tuple[float, float], *, drafting: bool = True) 
     drafted, unless MTP is off)."""
     after = settled(lambda: spec_counters(url), lambda now: not drafting or now[0] > before[0])
     return after[0] - before[0], after[1] - before[1]
+
+
+def histograms(url: str, names: tuple[str, ...]) -> dict[str, tuple[list[tuple[float, float]], float, float]]:
+    """The gateway's histograms by name (and `phase` label, as name[phase]): (cumulative buckets
+    as (upper bound, count), sum, count)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    out: dict[str, tuple[list[tuple[float, float]], float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
+        for s in family.samples:
+            key = family.name + (f"[{s.labels['phase']}]" if "phase" in s.labels else "")
+            buckets, total, count = out.get(key, ([], 0.0, 0.0))
+            if s.name.endswith("_bucket"):
+                buckets.append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_sum"):
+                total = s.value
+            elif s.name.endswith("_count"):
+                count = s.value
+            out[key] = (buckets, total, count)
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus's histogram_quantile: linear within the bucket that holds the q-th observation."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return float("nan")
+    rank, lo, below = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return lo
+            return lo + (le - lo) * (rank - below) / max(n - below, 1e-12)
+        lo, below = le, n
+    return lo
