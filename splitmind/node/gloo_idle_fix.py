@@ -81,14 +81,7 @@ def _one_rank_group_class() -> Any:
         def allreduce(self, tensors: Any, opts: Any = None) -> Any:
             return done(tensors)
 
-        def allreduce_coalesced(self, tensors: Any, opts: Any = None) -> Any:
-            return done(tensors)
-
-        def broadcast(self, tensors: Any, opts: Any = None) -> Any:
-            return done(tensors)
-
-        def reduce(self, tensors: Any, opts: Any = None) -> Any:
-            return done(tensors)
+        allreduce_coalesced = broadcast = reduce = allreduce  # each the identity on one rank
 
         def barrier(self, opts: Any = None) -> Any:
             return done()
@@ -97,29 +90,18 @@ def _one_rank_group_class() -> Any:
             copy_all([o[0] for o in outs], ins)
             return done(outs)
 
-        def allgather_coalesced(self, outs: Any, ins: Any, opts: Any = None) -> Any:
-            copy_all([o[0] for o in outs], ins)
-            return done(outs)
+        allgather_coalesced = allgather
 
         def _allgather_base(self, out: Any, inp: Any, opts: Any = None) -> Any:
             copy_all([out], [inp])
             return done(out)
 
-        def all_gather_single(self, out: Any, inp: Any, opts: Any = None) -> Any:
-            copy_all([out], [inp])
-            return done(out)
+        # one tensor in, one out: on one rank each of these is a copy
+        all_gather_single = _reduce_scatter_base = reduce_scatter_single = _allgather_base
 
         def reduce_scatter(self, outs: Any, ins: Any, opts: Any = None) -> Any:
             copy_all(outs, [i[0] for i in ins])
             return done(outs)
-
-        def _reduce_scatter_base(self, out: Any, inp: Any, opts: Any = None) -> Any:
-            copy_all([out], [inp])
-            return done(out)
-
-        def reduce_scatter_single(self, out: Any, inp: Any, opts: Any = None) -> Any:
-            copy_all([out], [inp])
-            return done(out)
 
         def gather(self, outs: Any, ins: Any, opts: Any = None) -> Any:
             copy_all([outs[0][0]], [ins[0]])
