@@ -152,7 +152,8 @@ def apply() -> None:
                     logger.warning("splitmind: no Python process group (%s); single-rank Gloo groups share a device",
                                    exc)
                     options = base._Options()
-                    options._timeout = kwargs["timeout"]
+                    if "timeout" in kwargs:  # else the options' own default, as Gloo's would be
+                        options._timeout = kwargs["timeout"]
                     if not shared:
                         shared.append(base.create_default_device())
                     options._devices = [shared[0]]
