@@ -52,7 +52,7 @@ GUIDELLM = "guidellm==0.8.1"
 Row = dict[str, float]
 
 
-def guidellm(exe: Path, url: str, model: Path, args: argparse.Namespace, out: Path) -> list[Row]:
+def guidellm(exe: Path, url: str, model: Path, prompts: Path, args: argparse.Namespace, out: Path) -> list[Row]:
     """One guidellm run over every rate; the table's numbers per rate from its JSON report."""
     rates = [float(r) for r in args.rates.split(",")]
     cmd = [str(exe), "run", "--backend", f"kind=openai_http,target={url},model=model,request_format=/v1/completions",
@@ -60,7 +60,7 @@ def guidellm(exe: Path, url: str, model: Path, args: argparse.Namespace, out: Pa
            "--profile", f"kind=constant,rate={rates[0]}", "--override", "profile.rate", args.rates,
            "--constraint", f"kind=max_duration,seconds={args.seconds}",
            "--tokenizer", f"kind=huggingface_auto,model={model}",
-           "--data", f"kind=json_file,path={prompts_file(model, args, out.with_suffix('.prompts.jsonl'))}",
+           "--data", f"kind=json_file,path={prompts}",
            "--output", f"kind=json,path={out}", "--disable-console-interactive"]
     # guidellm's default of 10 worker processes (and its busy main loop) took most of a core at
     # 2 requests/s here, from the cores the systems under test run on; one worker keeps up.
@@ -162,7 +162,9 @@ def main() -> None:
         except ToolUnavailable as e:
             sys.exit(f"[bench] cannot run without guidellm: {e}")
     model = bench_model(work / "model")  # the routing benchmarks' random checkpoint
-    max_model_len = 2 * (args.prompt_tokens + args.output_tokens) + 256  # guidellm's prompts vary in length
+    prompts = (prompts_file(model, args, work / "guidellm-prompts.jsonl")  # the same for every system
+               if args.client == "guidellm" else Path())
+    max_model_len = 2 * (args.prompt_tokens + args.output_tokens) + 256  # room to spare, as before the prompt file
     systems = {"vLLM server (1 core)": lambda: vllm_openai_server(
                    model, core=0, max_model_len=max_model_len, log=work / "vllm-server.log"),
                "splitmind PD (2 cores)": lambda: splitmind_pd(model, work / "splitmind", max_model_len)}
@@ -175,7 +177,7 @@ def main() -> None:
         with start() as url:
             out = work / f"{args.client}-{name.split(' (')[0].replace(' ', '_')}.json"
             results[name] = (vllm_bench(url, model, args, out) if args.client == "vllm-bench"
-                             else guidellm(exe, url, model, args, out))
+                             else guidellm(exe, url, model, prompts, args, out))
             if name.startswith("splitmind"):
                 breakdown = ttft_breakdown(url)
     (OUT / f"load_study-{args.client}.json").write_text(json.dumps(results, indent=2))

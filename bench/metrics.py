@@ -30,31 +30,31 @@ def spec_delta(url: str, before: tuple[float, float], *, drafting: bool = True) 
 
 
 def histograms(url: str, names: tuple[str, ...]) -> dict[str, tuple[list[tuple[float, float]], float, float]]:
-    """The gateway's histograms by name (and `phase` label, as name[phase]): (cumulative buckets
-    as (upper bound, count), sum, count)."""
+    """The gateway's histograms by name (and `phase` label, as name[phase]), summed over any other
+    labels (a node histogram's workers): (cumulative buckets as (upper bound, count), sum, count)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(url + "/metrics", timeout=30).text
-    out: dict[str, tuple[list[tuple[float, float]], float, float]] = {}
+    found: dict[str, tuple[dict[float, float], list[float]]] = {}
     for family in text_string_to_metric_families(text):
         if family.name not in names:
             continue
         for s in family.samples:
             key = family.name + (f"[{s.labels['phase']}]" if "phase" in s.labels else "")
-            buckets, total, count = out.get(key, ([], 0.0, 0.0))
+            buckets, totals = found.setdefault(key, ({}, [0.0, 0.0]))
             if s.name.endswith("_bucket"):
-                buckets.append((float(s.labels["le"]), s.value))
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
             elif s.name.endswith("_sum"):
-                total = s.value
+                totals[0] += s.value
             elif s.name.endswith("_count"):
-                count = s.value
-            out[key] = (buckets, total, count)
-    return out
+                totals[1] += s.value
+    return {key: (sorted(buckets.items()), total, count) for key, (buckets, (total, count)) in found.items()}
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """Prometheus's histogram_quantile: linear within the bucket that holds the q-th observation."""
-    buckets = sorted(buckets)
+    """Prometheus's histogram_quantile over buckets in `histograms`' order: linear within the
+    bucket that holds the q-th observation."""
     total = buckets[-1][1] if buckets else 0.0
     if not total:
         return float("nan")

@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.metrics import histograms  # noqa: E402
 from bench.tool_venv import ToolUnavailable  # noqa: E402
 from bench.vllm_servers import vllm_openai_server, vllm_router_pd  # noqa: E402
 from models.test_checkpoints import CheckpointSpec, build_checkpoint  # noqa: E402
@@ -57,13 +57,9 @@ PHASES = {
 
 def histogram_sums(url: str) -> dict[str, tuple[float, float]]:
     """(sum, count) for each phase histogram, plus NIXL's kv transfer histogram."""
-    text = httpx.get(url + "/metrics").text
-    out = {}
-    for name, metric in {**PHASES, "kv_transfer": "splitmind_kv_transfer_seconds"}.items():
-        sums = re.findall(rf"^{metric}_sum(?:{{[^}}]*}})? (\S+)$", text, re.M)
-        counts = re.findall(rf"^{metric}_count(?:{{[^}}]*}})? (\S+)$", text, re.M)
-        out[name] = (sum(map(float, sums)), sum(map(float, counts)))
-    return out
+    metrics = {**PHASES, "kv_transfer": "splitmind_kv_transfer_seconds"}
+    found = histograms(url, tuple(metrics.values()))
+    return {name: found[m][1:] if m in found else (0.0, 0.0) for name, m in metrics.items()}
 
 
 # One client for the whole run, as real clients keep one: `httpx.stream()` builds a new client per
