@@ -22,6 +22,11 @@ PLUGIN_BUCKETS_S = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
                      1.5, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# How long output waits inside the gateway: a few hundred microseconds when its event loop has
+# room, milliseconds as it saturates (bench/gateway_throughput.py).
+WAIT_BUCKETS_S = (5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                  1.0)
+
 
 class GatewayMetrics:
     def __init__(self, registry: WorkerRegistry) -> None:
@@ -64,6 +69,11 @@ class GatewayMetrics:
 
         self.ttft = hist("splitmind_ttft_seconds", "Request received -> first token sent.")
         self.itl = hist("splitmind_itl_seconds", "Time between streamed token chunks, per token.")
+        self.output_wait = Histogram(
+            "splitmind_output_wait_seconds", "Output read from a worker -> taken by its stream, per read (deltas "
+            "that arrived meanwhile merge into it): the gateway's event loop queueing, which grows as the gateway "
+            "saturates, or a reader still sending to a client slower than the tokens.", buckets=WAIT_BUCKETS_S,
+            registry=r)
         self.e2e = hist("splitmind_e2e_seconds", "Request received -> last token sent.")
         self.tokenize = hist("splitmind_tokenize_seconds", "Chat template and tokenization.")
         self.prefill = hist("splitmind_prefill_seconds", "Prefill request sent -> first token back (remote prefill).")

@@ -40,6 +40,7 @@ class GatewayState:
                                   config.discover, t.resolve_interval_s,
                                   breaker=lambda: Breaker(t.breaker_failures, t.breaker_cooldown_s))
         metrics = GatewayMetrics(registry)
+        registry.on_output_wait = metrics.output_wait.observe  # before start(): the workers join with it
         orchestrator = Orchestrator(registry, config.tuning,
                                     on_fallback=lambda reason: metrics.fallbacks.labels(reason).inc(),
                                     on_decision=metrics.decided, observe=metrics.plugin_ran,

@@ -84,6 +84,8 @@ class WorkerClient:
         # Prefill KV whose owner is gone: its request was aborted or released with the KV's
         # address unread, or its reply came after that. The registry has a decode node release it.
         self.on_orphan_kv: Callable[[str, KVTransferParams], None] | None = None
+        # Told how long each read of a stream's output waited in the gateway (RequestStream).
+        self.on_output_wait: Callable[[float], None] | None = None
         self._health_waiters: dict[str, asyncio.Future[HealthReply]] = {}
         self._info: HealthReply | None = None
         self._stats: NodeStats | None = None
@@ -175,7 +177,8 @@ class WorkerClient:
             self._health_waiters.pop(rid, None)
 
     async def open(self, req: GenerateRequest) -> RequestStream:
-        stream = RequestStream(req.request_id, self.worker_id, len(req.prompt_token_ids), self.load, self.breaker)
+        stream = RequestStream(req.request_id, self.worker_id, len(req.prompt_token_ids), self.load, self.breaker,
+                               self.on_output_wait)
         self._forget(req.request_id)  # a reused id (n samples, a retry) replaces its stream
         self.streams[req.request_id] = stream
         self.load.view = None  # one stream more

@@ -47,6 +47,7 @@ class WorkerRegistry:
         self.workers: dict[str, WorkerClient] = {}
         self.leaving: set[str] = set()
         self.on_leave: list[Callable[[str, Role], None]] = []  # (worker id, role): it stopped answering or left
+        self.on_output_wait: Callable[[float], None] | None = None  # every worker's streams' (RequestStream)
         self._initial = list(addresses)
         self.discovery = Discovery(discover, self, resolve_interval_s, resolve) if discover else None
         self._monitor: asyncio.Task[None] | None = None
@@ -80,6 +81,7 @@ class WorkerRegistry:
         w = WorkerClient(address, self.ctx, self.keys, self.new_breaker())
         w.on_orphan_kv = self._release_orphan
         w.on_health_change = self.health_changed
+        w.on_output_wait = self.on_output_wait
         self.workers[address.worker_id] = w
         self.health_changed()
         if self._started:

@@ -9,6 +9,8 @@ queue of messages. `TokenLoad` keeps a worker's tokens in flight as a running su
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from router.breaker import Breaker
 from router.policies.base import WorkerView
@@ -44,13 +46,18 @@ class TokenLoad:
 class RequestStream:
     """Deltas of one request on one worker, merged while unread.
 
+    `on_wait`, when given, is told how long each read's output waited here: from the moment the
+    first of its deltas arrived off the worker's socket to the moment the reader took it. That
+    wait is the gateway's event loop's queue (the reader's task is ready and waits its turn), or
+    a reader still busy with a client slower than the tokens (api/metrics.py, output_wait).
+
     The silence timeout of `next()` is one timer per stream that moves lazily: each wait only
     sets a deadline, and the timer, when it fires before that deadline, re-arms itself for it. A
     timer armed and cancelled around every token (`asyncio.timeout`) was half of a stream's
     cost to wait for its next delta (bench/gateway_throughput.py's profile)."""
 
     def __init__(self, request_id: str, worker_id: str, tokens: int = 0, load: TokenLoad | None = None,
-                 breaker: Breaker | None = None) -> None:
+                 breaker: Breaker | None = None, on_wait: Callable[[float], None] | None = None) -> None:
         self.request_id = request_id
         self.worker_id = worker_id
         self.breaker = breaker or Breaker(threshold=0)  # told of the worker's failures and successes
@@ -66,6 +73,8 @@ class RequestStream:
         self._timer: asyncio.TimerHandle | None = None
         self._waiting = False
         self._timed_out = False
+        self.on_wait = on_wait
+        self._arrived_at = 0.0  # perf_counter() when the unread output's first delta came
 
     def push(self, msg: TokenDelta | ErrorReply) -> None:
         if isinstance(msg, ErrorReply):
@@ -76,6 +85,7 @@ class RequestStream:
         self.load.tokens += len(msg.token_ids)
         if self._pending is None:
             self._pending = msg
+            self._arrived_at = time.perf_counter()
         else:
             self._pending = merge_deltas(self._pending, msg)
         self._ready.set()
@@ -133,6 +143,8 @@ class RequestStream:
             raise WorkerError(self.worker_id, err.message)
         delta, self._pending = self._pending, None
         assert delta is not None
+        if self.on_wait is not None:
+            self.on_wait(time.perf_counter() - self._arrived_at)
         if not self._answered:  # output is proof the worker works
             self._answered = True
             self.breaker.success()

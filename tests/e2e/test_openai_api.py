@@ -169,6 +169,10 @@ def test_models_health_admin_metrics(scripted_cluster: RunningCluster) -> None:
     for name in ("splitmind_ttft_seconds_bucket", "splitmind_itl_seconds_bucket",
                  "splitmind_kv_transfer_seconds_bucket", "splitmind_decode_remote_kv_tokens_total"):
         assert name in metrics, name
+    # every read of a stream's output on a worker is timed in the gateway (at least the prefill's
+    # and the decode's first reads of the request above)
+    waits = metric(scripted_cluster.url, "splitmind_output_wait_seconds_count")
+    assert waits is not None and waits >= 2, waits
     transfers = settled(lambda: metric(scripted_cluster.url, "splitmind_kv_transfer_seconds_count", worker="decode-0"),
                         lambda n: bool(n))  # from the decode node's heartbeat
     assert transfers is not None and transfers >= 1

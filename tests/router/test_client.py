@@ -19,6 +19,27 @@ def test_unread_deltas_merge_into_one() -> None:
     assert d.token_ids == [1, 2, 3, 4] and d.finish_reason == FinishReason.STOP
 
 
+def test_a_reads_wait_counts_from_its_first_unread_delta() -> None:
+    """`on_wait` (the gateway's splitmind_output_wait_seconds) hears once per read, how long the
+    read's output sat unread: from the first of its merged deltas, not the last."""
+    async def run() -> tuple[list[float], list[int]]:
+        waits: list[float] = []
+        s = RequestStream("r", "w", on_wait=waits.append)
+        s.push(TokenDelta("r", [1]))
+        await asyncio.sleep(0.05)
+        s.push(TokenDelta("r", [2]))
+        await asyncio.sleep(0.05)
+        first = await s.next(1)
+        reader = asyncio.ensure_future(s.next(1))
+        await asyncio.sleep(0.01)
+        s.push(TokenDelta("r", [3]))  # taken as soon as the waiting reader runs
+        return waits, first.token_ids + (await reader).token_ids
+
+    waits, tokens = asyncio.run(run())
+    assert tokens == [1, 2, 3] and len(waits) == 2
+    assert 0.1 <= waits[0] < 1 and 0 <= waits[1] < 0.05, waits
+
+
 @pytest.mark.parametrize("code, exc", [(ErrorCode.BAD_REQUEST, WorkerRejectedError),
                                        (ErrorCode.INTERNAL, WorkerError)])
 def test_errors_become_types(code: ErrorCode, exc: type[Exception]) -> None:
