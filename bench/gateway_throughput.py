@@ -20,6 +20,13 @@ slow readers, which read in bursts: the gateway should merge their deltas into f
 rather than queue them. Issue #16's goals: 20,000 tokens/s on one gateway core across 256
 streams, p99 added delay under 1 ms.
 
+Two more views of the delay. "Settled" leaves out each row's first quarter, in which hundreds of
+requests start at once. "Waiting in the gateway" is the gateway's own histogram
+(`splitmind_output_wait_seconds`): output read off the node's socket until its stream took it,
+the event loop's queue. And a baseline before the gateway starts: a probe that wants the
+gateway's core all the time (another on the other core) measures how much of it the host itself
+takes away, and so the delay no gateway could avoid here.
+
 The fake engine takes its pace from the request: `seed` is the interval in microseconds (a bench
 convention; nothing else sends this node a request).
 """
@@ -45,6 +52,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.metrics import histograms_in, quantile  # noqa: E402
 from splitmind.config import EngineConfig, GatewayConfig, NodeSpec, WorkerAddress  # noqa: E402
 from splitmind.launcher import free_port  # noqa: E402
 from splitmind.protocol import GenerateRequest, Role  # noqa: E402
@@ -52,6 +60,7 @@ from splitmind.protocol import GenerateRequest, Role  # noqa: E402
 MODEL = ROOT / "models" / "tiny-reasoner"
 PYTHON = sys.executable
 GATEWAY_CORE, LOAD_CORE = 0, 1
+SETTLE = 0.25  # of a row's length: the "settled" columns leave out its start
 
 
 # ---- the fake node (run as `gateway_throughput.py --fake-node SPEC`) ----------------------------
@@ -208,6 +217,8 @@ async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_
 
     emit_log.write_text("")  # noqa: ASYNC240 -- before the streams start, not in what is measured
     g0, n0, t0 = cpu_s(gateway), cpu_s(node), time.monotonic()
+    settled_at = t0 + SETTLE * tokens * interval_s
+    waits_settled = asyncio.create_task(output_waits(port, settled_at))
     results = await asyncio.gather(*(started(k) for k in range(streams)))
     wall = time.monotonic() - t0
     g1, n1 = cpu_s(gateway), cpu_s(node)
@@ -223,6 +234,14 @@ async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_
     if len(emitted) != streams:
         raise RuntimeError(f"the fake node logged {len(emitted)} of {streams} streams")
     path = sorted(d for k, (s, c) in enumerate(results) for d in path_delays(s, c, emitted[k]))
+    # Settled: the chunks that arrived once every stream had started and the gateway had worked
+    # off the start (hundreds of requests in one interval), and the gateway's own waits meanwhile
+    before = dict(await waits_settled)
+    waits = [(le, n - before.get(le, 0.0)) for le, n in await output_waits(port, 0.0)]
+    settled = sorted(d for k, (s, c) in enumerate(results)
+                     for t, d in zip(s, added_delays(s, c, interval_s), strict=True) if t >= settled_at)
+    settled_path = sorted(d for k, (s, c) in enumerate(results)
+                          for t, d in zip(s, path_delays(s, c, emitted[k]), strict=True) if t >= settled_at)
 
     def pct(values: list[float], q: float) -> float:
         return 1e3 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
@@ -231,7 +250,62 @@ async def run_row(port: int, streams: int, tokens: int, interval_s: float, slow_
             "delivered": got / wall, "complete": got / (streams * tokens), "gw_cpu": (g1 - g0) / wall,
             "gw_us_per_token": 1e6 * (g1 - g0) / max(got, 1), "node_us_per_token": 1e6 * (n1 - n0) / max(got, 1),
             "chunks_per_token": chunks / max(got, 1), "p50_ms": pct(delays, 0.5), "p99_ms": pct(delays, 0.99),
-            "path_p50_ms": pct(path, 0.5), "path_p99_ms": pct(path, 0.99)}
+            "path_p50_ms": pct(path, 0.5), "path_p99_ms": pct(path, 0.99),
+            "settled_p99_ms": pct(settled, 0.99), "settled_path_p99_ms": pct(settled_path, 0.99),
+            "wait_p50_ms": 1e3 * quantile(waits, 0.5), "wait_p99_ms": 1e3 * quantile(waits, 0.99)}
+
+
+async def output_waits(port: int, at: float) -> list[tuple[float, float]]:
+    """The gateway's `splitmind_output_wait_seconds` at monotonic time `at`, cumulative buckets:
+    how long output waited inside the gateway between its worker's socket and its stream's reader."""
+    await asyncio.sleep(max(0.0, at - time.monotonic()))
+    name = "splitmind_output_wait_seconds"
+    async with httpx.AsyncClient(timeout=30) as client:
+        found = histograms_in((await client.get(f"http://127.0.0.1:{port}/metrics")).text, (name,))
+    return found[name][0] if name in found else []
+
+
+# ---- the host's own floor -----------------------------------------------------------------------
+
+def host_probe(seconds: float) -> None:
+    """Run as `--host-probe SECONDS`: want the CPU the whole time and print, as JSON, every gap
+    over 0.2 ms in which this process did not get it (the VM or kernel ran something else)."""
+    gaps: list[float] = []
+    now = last = time.perf_counter()
+    end = now + seconds
+    while now < end:
+        now = time.perf_counter()
+        if now - last > 2e-4:
+            gaps.append(now - last)
+        last = now
+    print(json.dumps(gaps))
+
+
+def residual_quantile(gaps: list[float], seconds: float, q: float) -> float:
+    """The q-quantile of how long something arriving at a random instant waits for a process that
+    is never idle: it lands in a gap of length g with probability g / seconds and then waits out
+    the rest of it, so P(wait > x) = sum(max(0, g - x)) / seconds."""
+    lo, hi = 0.0, max(gaps, default=0.0)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if sum(g - mid for g in gaps if g > mid) / seconds > 1 - q:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def host_floor(seconds: float) -> dict[str, float]:
+    """A spinning probe on each core at once, as the load keeps both busy: the share of time the
+    gateway's core was taken away, and the delay that alone adds to a token (p50, p99) - what a
+    gateway that costs nothing would show here."""
+    probes = [subprocess.Popen([PYTHON, __file__, "--host-probe", str(seconds)], stdout=subprocess.PIPE,
+                               preexec_fn=pinned(core)) for core in (GATEWAY_CORE, LOAD_CORE)]
+    gaps = json.loads(probes[0].communicate(timeout=seconds + 60)[0])
+    probes[1].communicate(timeout=60)
+    return {"lost": sum(gaps) / seconds, "max_ms": 1e3 * max(gaps, default=0.0),
+            "p50_ms": 1e3 * residual_quantile(gaps, seconds, 0.5),
+            "p99_ms": 1e3 * residual_quantile(gaps, seconds, 0.99)}
 
 
 def single_char_tokens() -> list[int]:
@@ -255,6 +329,8 @@ def main() -> None:
     ap.add_argument("--intervals-ms", default="100,40,20,12.8,8", help="per stream: the offered rates")
     ap.add_argument("--staggered-ms", default="100,40", help="the same, the streams' starts spread over one")
     ap.add_argument("--slow-streams", type=int, default=32)
+    ap.add_argument("--host-seconds", type=float, default=10, help="the host's floor: probe for this long")
+    ap.add_argument("--host-probe", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--fake-node", help=argparse.SUPPRESS)
     ap.add_argument("--token-ids", help=argparse.SUPPRESS)
     ap.add_argument("--emit-log", help=argparse.SUPPRESS)
@@ -262,6 +338,13 @@ def main() -> None:
     if args.fake_node:
         fake_node(args.fake_node, json.loads(args.token_ids), args.emit_log)
         return
+    if args.host_probe:
+        host_probe(args.host_probe)
+        return
+    floor = host_floor(args.host_seconds)
+    print(f"[gateway_throughput] this host, both cores spinning for {args.host_seconds:g} s: core {GATEWAY_CORE} "
+          f"lost {floor['lost']:.1%} of its time (longest gap {floor['max_ms']:.1f} ms), which alone delays a "
+          f"token arriving at a random moment by p50 {floor['p50_ms']:.2f} / p99 {floor['p99_ms']:.2f} ms", flush=True)
     ids = single_char_tokens()
     rpc, stats, port = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
     spec = NodeSpec("decode-0", Role.DECODE, str(MODEL), EngineConfig(), f"tcp://127.0.0.1:{rpc}",
@@ -308,7 +391,8 @@ def main() -> None:
                 rows.append(("staggered starts", row))
                 print(f"[gateway_throughput] {args.streams} staggered streams every {ms:g} ms: "
                       f"{row['delivered']:.0f} tokens/s, p99 added delay {row['p99_ms']:.2f} ms "
-                      f"({row['path_p99_ms']:.2f} from the node's send)", flush=True)
+                      f"({row['path_p99_ms']:.2f} from the node's send; settled {row['settled_p99_ms']:.2f}, "
+                      f"{row['wait_p99_ms']:.2f} of it waiting in the gateway)", flush=True)
             if args.slow_streams:
                 slow = asyncio.run(run_row(port, args.slow_streams, args.tokens, 0.002, 0.05, gateway.pid, node.pid,
                                            emit_log))
@@ -324,14 +408,21 @@ def main() -> None:
     print()
     print("| load | streams | interval ms | offered tok/s | delivered tok/s | complete | gateway CPU (cores) "
           "| gateway µs CPU/token | fake node µs CPU/token | chunks/token | added delay p50 ms | p99 ms "
-          "| from the node's send p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| from the node's send p50 ms | p99 ms | settled: added p99 ms | from the node's send p99 ms "
+          "| waiting in the gateway p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['streams']:.0f} | {r['interval_ms']:g} | {r['offered']:.0f} | {r['delivered']:.0f} "
               f"| {r['complete']:.0%} | {r['gw_cpu']:.2f} | {r['gw_us_per_token']:.1f} | {r['node_us_per_token']:.1f} "
               f"| {r['chunks_per_token']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-              f"| {r['path_p50_ms']:.2f} | {r['path_p99_ms']:.2f} |")
+              f"| {r['path_p50_ms']:.2f} | {r['path_p99_ms']:.2f} | {r['settled_p99_ms']:.2f} "
+              f"| {r['settled_path_p99_ms']:.2f} | {r['wait_p50_ms']:.2f} | {r['wait_p99_ms']:.2f} |")
+    print(f"\nsettled: chunks that arrived after the first {SETTLE:.0%} of a row (every stream started, the start "
+          "worked off); waiting in the gateway: its splitmind_output_wait_seconds over the same span")
     unmerged = [r["gw_us_per_token"] for _, r in rows if r["chunks_per_token"] >= 0.97]
+    print(f"the host's own floor (a probe that wants core {GATEWAY_CORE} all the time, before the gateway ran): "
+          f"p50 {floor['p50_ms']:.2f} / p99 {floor['p99_ms']:.2f} ms added to a token, {floor['lost']:.1%} of the "
+          "core's time lost to the VM")
     most = max((r for _, r in rows), key=lambda r: r["delivered"])
     if unmerged:
         print(f"\none chunk per token: {min(unmerged):.1f} us of gateway CPU each, so one core carries "

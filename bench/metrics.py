@@ -32,9 +32,13 @@ def spec_delta(url: str, before: tuple[float, float], *, drafting: bool = True) 
 def histograms(url: str, names: tuple[str, ...]) -> dict[str, tuple[list[tuple[float, float]], float, float]]:
     """The gateway's histograms by name (and `phase` label, as name[phase]), summed over any other
     labels (a node histogram's workers): (cumulative buckets as (upper bound, count), sum, count)."""
+    return histograms_in(httpx.get(url + "/metrics", timeout=30).text, names)
+
+
+def histograms_in(text: str, names: tuple[str, ...]) -> dict[str, tuple[list[tuple[float, float]], float, float]]:
+    """`histograms` of a /metrics text already read."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(url + "/metrics", timeout=30).text
     found: dict[str, tuple[dict[float, float], list[float]]] = {}
     for family in text_string_to_metric_families(text):
         if family.name not in names:
