@@ -49,7 +49,9 @@ class RequestStream:
     `on_wait`, when given, is told how long each read's output waited here: from the moment the
     first of its deltas arrived off the worker's socket to the moment the reader took it. That
     wait is the gateway's event loop's queue (the reader's task is ready and waits its turn), or
-    a reader still busy with a client slower than the tokens (api/metrics.py, output_wait).
+    a reader still busy with a client slower than the tokens (api/metrics.py, output_wait). It
+    starts when the receive loop reads the message, so a message's wait in the socket before
+    that is not in it: a lower bound on the gateway's part.
 
     The silence timeout of `next()` is one timer per stream that moves lazily: each wait only
     sets a deadline, and the timer, when it fires before that deadline, re-arms itself for it. A
